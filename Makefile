@@ -1,0 +1,32 @@
+# One command sets up and runs each job; both first install whatever is
+# missing or stale into .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mmf_rec-installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+# pip<24.1: omegaconf 2.0.x (which MMF 1.0.0rc10 needs) declares metadata
+# that newer pips reject. MMF's own pins do not install on Python 3.11, so it
+# goes in with --no-deps and requirements.txt provides its real dependencies.
+$(STAMP): requirements.txt setup.py pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==23.2.1" "setuptools==84.2.1"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mmf==1.0.0rc10
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m mmf_rec.compat --install-hook
+	$(BIN)/python -c "import mmf_rec.compat as c; c.apply(); print('mmf imports with mmf_rec compat')"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mmf_run config=projects/kbrec/dlrm.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=10
+
+clean:
+	rm -rf $(VENV) build *.egg-info
