@@ -1,0 +1,7 @@
+"""Registered encoders: the parts that models are composed of.
+
+Importing this package registers them with MMF's registry.
+"""
+
+from mmf_rec.encoders.dense import DenseEncoder, mlp  # noqa: F401
+from mmf_rec.encoders.sparse import SparseEncoder  # noqa: F401

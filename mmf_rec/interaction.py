@@ -1,0 +1,55 @@
+"""Feature-interaction operators: pure tensor functions, no parameters.
+
+Models compose these with registered encoders; keeping them pure lets them be
+tested directly against naive definitions.
+"""
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+
+@lru_cache(maxsize=64)
+def _pair_index(num_vectors: int, self_interaction: bool, device: torch.device) -> Tensor:
+    """Flat indices into a (n, n) Gram matrix of the pairs (i, j), j < i (j <= i).
+
+    Cached because every batch of a run asks for the same few sizes; building
+    the index each step costs more than the gather it feeds.
+    """
+    offset = 0 if self_interaction else -1
+    rows, cols = torch.tril_indices(num_vectors, num_vectors, offset=offset, device=device)
+    return rows * num_vectors + cols
+
+
+def dot_interaction_size(num_sparse: int, dim: int, self_interaction: bool = False) -> int:
+    """Width of ``dot_interaction``'s output, for sizing the MLP that reads it."""
+    n = num_sparse + 1
+    pairs = n * (n + 1) // 2 if self_interaction else n * (n - 1) // 2
+    return dim + pairs
+
+
+def dot_interaction(dense: Tensor, sparse: Tensor, self_interaction: bool = False) -> Tensor:
+    """DLRM's pairwise dot interaction.
+
+    The dense vector (B, d) and the F sparse vectors (B, F, d) are stacked into
+    n = F + 1 vectors; the output is the dense vector followed by the dot
+    products of every pair (i, j) with j < i (j <= i when ``self_interaction``),
+    ordered by i then j, where vector 0 is the dense one: (B, d + P).
+    """
+    if dense.dim() != 2 or sparse.dim() != 3:
+        raise ValueError(
+            f"dot_interaction expects dense (B, d) and sparse (B, F, d), got "
+            f"{tuple(dense.shape)} and {tuple(sparse.shape)}"
+        )
+    batch, dim = dense.shape
+    if sparse.shape[0] != batch or sparse.shape[2] != dim:
+        raise ValueError(
+            f"dot_interaction: dense {tuple(dense.shape)} and sparse "
+            f"{tuple(sparse.shape)} disagree on batch size or vector size"
+        )
+    vectors = torch.cat([dense.unsqueeze(1), sparse], dim=1)
+    n = vectors.shape[1]
+    gram = torch.bmm(vectors, vectors.transpose(1, 2)).reshape(batch, n * n)
+    pairs = gram.index_select(1, _pair_index(n, bool(self_interaction), gram.device))
+    return torch.cat([dense, pairs], dim=1)

@@ -1,0 +1,1 @@
+from mmf_rec.models import dlrm  # noqa: F401

@@ -1,0 +1,45 @@
+"""Glue every mmf_rec model shares: schema lookup, encoder building, inputs."""
+
+from typing import Dict, Sequence
+
+from mmf.common.registry import registry
+from torch import Tensor, nn
+
+from mmf_rec.schema import Schema, SchemaError
+
+
+def dataset_schema() -> Schema:
+    """The schema registered by the run's dataset(s) (``<dataset>_schema``).
+
+    Several datasets may feed one model only if they declare the same schema.
+    """
+    config = registry.get("config")
+    names = str(config.datasets).split(",") if config is not None else []
+    schemas = {name: registry.get(f"{name}_schema", no_warning=True) for name in names}
+    missing = [name for name, schema in schemas.items() if schema is None]
+    if not names or missing:
+        raise SchemaError(
+            f"no feature schema registered for dataset(s) {missing or names}: "
+            "mmf_rec models need an mmf_rec dataset (its builder registers "
+            "'<dataset>_schema')"
+        )
+    fingerprints = {name: schema.fingerprint() for name, schema in schemas.items()}
+    if len(set(fingerprints.values())) > 1:
+        raise SchemaError(f"datasets declare different schemas: {fingerprints}")
+    return schemas[names[0]]
+
+
+def build_encoder(encoder_type: str, params, **kwargs) -> nn.Module:
+    """Instantiate a registered encoder from its type and params (each
+    encoder checks its params against its own dataclass Config)."""
+    encoder_cls = registry.get_encoder_class(encoder_type)
+    if encoder_cls is None:
+        known = sorted(registry.mapping.get("encoder_name_mapping", {}))
+        raise KeyError(f"no encoder registered as '{encoder_type}'; known: {known}")
+    return encoder_cls(params, **kwargs)
+
+
+def sparse_inputs(sample_list, names: Sequence[str]) -> Dict[str, Tensor]:
+    """The batch's id tensors, keyed by feature name (datasets store them as
+    ``sparse_<name>``)."""
+    return {name: sample_list[f"sparse_{name}"] for name in names}

@@ -1,0 +1,9 @@
+"""Import every module that registers something with MMF's registry.
+
+MMF finds plugins through imports; the compat layer calls
+``mmf_rec.setup_imports()`` from MMF's own import points, so these are found
+because mmf_rec is installed, whatever ``env.user_dir`` says.
+"""
+
+from mmf_rec import encoders, metrics, models, trainer  # noqa: F401
+from mmf_rec.data import builder  # noqa: F401
