@@ -94,3 +94,27 @@ def test_runs_from_another_directory_without_user_dir(trained, tmp_path):
     with open(save_dir / "metrics.json") as f:
         metrics = json.load(f)
     assert set(metrics) >= {"val", "num_updates"} and "test" not in metrics
+
+
+def test_unknown_feature_in_config_fails_with_one_clear_error(trained, tmp_path):
+    _, _, first = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMF_")}
+    result = subprocess.run(
+        [
+            MMF_RUN,
+            "config=projects/kbrec/dlrm.yaml",
+            f"env.save_dir={tmp_path / 'save'}",
+            f"env.data_dir={first / 'data'}",
+            *TINY,
+            "model_config.dlrm.sparse_encoder.params.features=['user_id','colour']",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "SchemaError" in last_line and "'colour'" in last_line, last_line
+    assert "user_id" in last_line  # the known features are listed
