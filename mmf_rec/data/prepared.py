@@ -245,14 +245,20 @@ def _open_column(path: Path, entry: Mapping[str, Any], verify_checksum: bool) ->
             f"{path}: has shape {list(array.shape)} dtype {array.dtype}; "
             f"the manifest expects {expected}"
         )
-    if verify_checksum and "sha256" in entry:
-        actual = sha256_file(path)
-        if actual != entry["sha256"]:
-            raise PreparedDataError(
-                f"{path}: sha256 {actual} does not match the manifest's "
-                f"{entry['sha256']}; the file changed after it was prepared"
-            )
+    if verify_checksum:
+        _check_sha256(path, entry)
     return array
+
+
+def _check_sha256(path, entry) -> None:
+    if "sha256" not in entry:
+        return
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise PreparedDataError(
+            f"{path}: sha256 {actual} does not match the manifest's "
+            f"{entry['sha256']}; the file changed after it was prepared"
+        )
 
 
 def _open_table(
@@ -401,13 +407,8 @@ def _check_knowledge(
             raise PreparedDataError(
                 f"{path}: file for knowledge field '{name}' is missing"
             )
-        if verify_checksums and "sha256" in entry:
-            actual = sha256_file(path)
-            if actual != entry["sha256"]:
-                raise PreparedDataError(
-                    f"{path}: sha256 {actual} does not match the manifest's "
-                    f"{entry['sha256']}; the file changed after it was prepared"
-                )
+        if verify_checksums:
+            _check_sha256(path, entry)
         if n_items is not None and path.suffix == ".json":
             texts = _read_json(path)
             if not isinstance(texts, list) or len(texts) != n_items:
