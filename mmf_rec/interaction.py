@@ -5,6 +5,7 @@ tested directly against naive definitions.
 """
 
 from functools import lru_cache
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -53,3 +54,41 @@ def dot_interaction(dense: Tensor, sparse: Tensor, self_interaction: bool = Fals
     gram = torch.bmm(vectors, vectors.transpose(1, 2)).reshape(batch, n * n)
     pairs = gram.index_select(1, _pair_index(n, bool(self_interaction), gram.device))
     return torch.cat([dense, pairs], dim=1)
+
+
+def maxsim(
+    query: Tensor,
+    doc: Tensor,
+    query_mask: Optional[Tensor] = None,
+    doc_mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Late interaction (ColBERT's MaxSim), kept per query token.
+
+    For every query token, the largest dot product with any valid doc token:
+    query (..., Q, d) and doc (..., D, d) with matching leading dims (or
+    broadcastable ones, e.g. one user against K candidates) give (..., Q).
+    Masked-out doc tokens never win; a query token that is masked out, or
+    whose doc has no valid token at all, scores 0, so padding carries no
+    signal into the MLP that reads these features.
+    """
+    if query.shape[-1] != doc.shape[-1]:
+        raise ValueError(
+            f"maxsim: query {tuple(query.shape)} and doc {tuple(doc.shape)} "
+            "disagree on the vector size"
+        )
+    scores = torch.matmul(query, doc.transpose(-1, -2))  # (..., Q, D)
+    if doc_mask is not None:
+        doc_mask = doc_mask.bool().unsqueeze(-2)
+        scores = scores.masked_fill(~doc_mask, float("-inf"))
+    best = scores.max(dim=-1).values
+    best = torch.where(torch.isinf(best), torch.zeros_like(best), best)
+    if query_mask is not None:
+        best = best * query_mask.to(best.dtype)
+    return best
+
+
+def masked_mean(vectors: Tensor, mask: Tensor) -> Tensor:
+    """Mean of the valid vectors: (..., T, d) with mask (..., T) -> (..., d);
+    zeros where no vector is valid."""
+    weights = mask.to(vectors.dtype).unsqueeze(-1)
+    return (vectors * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)

@@ -6,4 +6,5 @@ because mmf_rec is installed, whatever ``env.user_dir`` says.
 """
 
 from mmf_rec import encoders, metrics, models, trainer  # noqa: F401
+from mmf_rec.processors import image, text  # noqa: F401
 from mmf_rec.data import builder  # noqa: F401

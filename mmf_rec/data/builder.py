@@ -201,3 +201,47 @@ class KBRecSyntheticBuilder(BaseDatasetBuilder):
         registry.register(f"{self.dataset_name}_schema", self._schema)
         registry.register(f"{self.dataset_name}_manifest", self._data.manifest)
         registry.register(f"{self.dataset_name}_root", str(self._data.root))
+
+
+def prepared_root(config, dataset_name: str) -> Path:
+    """``data_dir`` (``/data_subdir`` if set): a directory that is already prepared."""
+    where = f"dataset_config.{dataset_name}"
+    try:
+        data_dir = _option(config, "data_dir")
+    except Exception as e:  # an unresolvable interpolation
+        raise KBRecConfigError(f"{where}.data_dir: cannot be resolved ({e})") from None
+    if not data_dir:
+        raise KBRecConfigError(
+            f"{where}.data_dir: required: the prepared directory to train on; make one "
+            "with `python -m mmf_rec.data.hm --src DIR --out DIR` (H&M data), "
+            "`python -m mmf_rec.data.synthetic --out DIR` or a reader in tools/ "
+            f"(tools/prepare), then pass {where}.data_dir=DIR"
+        )
+    root = Path(os.path.expandvars(os.path.expanduser(str(data_dir))))
+    subdir = _option(config, "data_subdir")
+    return root / str(subdir) if subdir else root
+
+
+@registry.register_builder("kbrec_prepared")
+class KBRecPreparedBuilder(KBRecSyntheticBuilder):
+    """Any prepared directory (H&M, other readers' output), read as it is.
+
+    Shares loading and registry publishing with ``kbrec_synthetic``; it never
+    generates, so the data must exist before the run.
+    """
+
+    def __init__(self, dataset_name: str = "kbrec_prepared"):
+        super().__init__(dataset_name)
+
+    @classmethod
+    def config_path(cls) -> str:
+        return paths.config_path("datasets", "kbrec_prepared.yaml")
+
+    def build(self, config, dataset_type: str = "train", *args, **kwargs):
+        prepared_root(config, self.dataset_name)  # a missing data_dir fails here, early
+
+    def _open(self, config) -> fmt.PreparedData:
+        return fmt.load_prepared(
+            prepared_root(config, self.dataset_name),
+            verify_checksums=bool(_option(config, "verify_checksums", True)),
+        )

@@ -7,7 +7,11 @@ so validation lives here once. Layout of a prepared directory::
     <split>/<column>.npy         one file per column per split
     items/<column>.npy           the item table, row = item id
     items/descriptions.json      item texts, index = item id (optional)
-    items/images/<item_id>.png   item images (optional)
+    items/images/<item_id>.png   item images (optional; the manifest's image
+                                 entry may name another "pattern", e.g.
+                                 "{item_id}.jpg", and for real catalogues may
+                                 set "images_may_be_missing": true with the
+                                 "missing" count)
 
 Pure numpy and json: no torch, no mmf, so it can be used by any tool.
 """
@@ -34,6 +38,7 @@ CLICK_PROB_COLUMN = "click_prob"
 TIMESTAMP_COLUMN = "timestamp"
 DESCRIPTIONS_FILE = "descriptions.json"
 IMAGES_DIR = "images"
+IMAGE_PATTERN = "{item_id}.png"
 
 PathLike = Union[str, os.PathLike]
 
@@ -183,7 +188,11 @@ class PreparedData:
         return self._descriptions
 
     def image_path(self, item_id: int) -> Path:
-        return self.root / ITEMS / IMAGES_DIR / f"{int(item_id)}.png"
+        """Where the item's image is; with "images_may_be_missing" it may not exist."""
+        entry = next((e for e in (self.manifest.get("knowledge") or {}).values()
+                      if e.get("kind") == "image"), {})
+        directory = self.root / entry.get("path", f"{ITEMS}/{IMAGES_DIR}")
+        return directory / entry.get("pattern", IMAGE_PATTERN).format(item_id=int(item_id))
 
 
 def _read_json(path: Path) -> Any:
@@ -199,7 +208,8 @@ def _read_json(path: Path) -> Any:
 def read_manifest(root: PathLike) -> Dict[str, Any]:
     root = Path(root)
     how = (
-        "create it with `python -m mmf_rec.data.synthetic --out DIR` or one of "
+        "create it with `python -m mmf_rec.data.synthetic --out DIR`, "
+        "`python -m mmf_rec.data.hm --src DIR --out DIR` (H&M data) or one of "
         "the readers in tools/, or let the dataset builder generate it"
     )
     if not root.is_dir():
@@ -401,7 +411,7 @@ def _check_knowledge(
     for name, entry in (manifest.get("knowledge") or {}).items():
         path = root / entry["path"]
         if entry.get("kind") == "image":
-            _check_image_dir(path, name, n_items)
+            _check_image_dir(path, name, n_items, entry)
             continue
         if not path.is_file():
             raise PreparedDataError(
@@ -418,17 +428,38 @@ def _check_knowledge(
                 )
 
 
-def _check_image_dir(path: Path, name: str, n_items: Optional[int]) -> None:
+def _check_image_dir(
+    path: Path, name: str, n_items: Optional[int], entry: Mapping[str, Any]
+) -> None:
+    """Every item has an image, unless the manifest allows gaps (real catalogues
+    lack some photos); then the gaps must number what the manifest records."""
     if not path.is_dir():
         raise PreparedDataError(
             f"{path}: image directory for knowledge field '{name}' is missing"
         )
     if n_items is None:
         return
+    pattern = entry.get("pattern", IMAGE_PATTERN)
+    try:
+        names = [pattern.format(item_id=i) for i in range(n_items)]
+    except (KeyError, IndexError, ValueError) as e:
+        raise PreparedDataError(
+            f"{path}: knowledge field '{name}': pattern {pattern!r} must name only "
+            f"{{item_id}} ({e!r})"
+        ) from None
     present = set(os.listdir(path))
-    missing = [i for i in range(n_items) if f"{i}.png" not in present]
+    missing = [i for i, file in enumerate(names) if file not in present]
+    if entry.get("images_may_be_missing"):
+        recorded = entry.get("missing")
+        if recorded is not None and len(missing) != int(recorded):
+            raise PreparedDataError(
+                f"{path}: {len(missing)} of {n_items} item images are missing, but the "
+                f"manifest records {recorded} for knowledge field '{name}'; images were "
+                "added or removed after the data was prepared"
+            )
+        return
     if missing:
         raise PreparedDataError(
             f"{path}: {len(missing)} of {n_items} item images are missing "
-            f"(first: {missing[0]}.png) for knowledge field '{name}'"
+            f"(first: {names[missing[0]]}) for knowledge field '{name}'"
         )

@@ -8,13 +8,29 @@ from torch import Tensor, nn
 from mmf_rec.schema import Schema, SchemaError
 
 
+def _run_datasets():
+    config = registry.get("config")
+    return str(config.datasets).split(",") if config is not None else []
+
+
+def dataset_root() -> str:
+    """Prepared-data directory of the run's (first) dataset (``<dataset>_root``)."""
+    names = _run_datasets()
+    root = registry.get(f"{names[0]}_root", no_warning=True) if names else None
+    if root is None:
+        raise SchemaError(
+            f"no prepared data registered for dataset(s) {names}: this model reads "
+            "the item table of an mmf_rec dataset (its builder registers '<dataset>_root')"
+        )
+    return root
+
+
 def dataset_schema() -> Schema:
     """The schema registered by the run's dataset(s) (``<dataset>_schema``).
 
     Several datasets may feed one model only if they declare the same schema.
     """
-    config = registry.get("config")
-    names = str(config.datasets).split(",") if config is not None else []
+    names = _run_datasets()
     schemas = {name: registry.get(f"{name}_schema", no_warning=True) for name in names}
     missing = [name for name, schema in schemas.items() if schema is None]
     if not names or missing:

@@ -5,19 +5,24 @@ from mmf.common.registry import registry
 from omegaconf import OmegaConf
 
 import mmf_rec.encoders  # noqa: F401  (registers them)
+import mmf_rec.encoders.image  # noqa: F401
+import mmf_rec.encoders.text  # noqa: F401  (registers "transformer")
 from mmf_rec.schema import Schema, SparseFeature
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "encoders"
 
 
-@pytest.mark.parametrize("name", ["sparse", "dense"])
+@pytest.mark.parametrize(
+    "name", ["sparse", "dense", "transformer", "torchvision_resnet", "efficientnet_lite0"]
+)
 def test_default_yaml_states_the_config_defaults(name):
     config = OmegaConf.load(CONFIGS / f"{name}.yaml")
     assert config.type == name
     cls = registry.get_encoder_class(name)
     defaults = OmegaConf.to_container(OmegaConf.structured(cls.Config))
     params = OmegaConf.to_container(config.params)
-    assert set(params) == set(defaults) - {"name"}
+    # name is stated only where it is a real parameter (torchvision_resnet's architecture)
+    assert set(params) - {"name"} == set(defaults) - {"name"}
     for key, value in params.items():
         if defaults[key] != "???":
             assert value == defaults[key], key

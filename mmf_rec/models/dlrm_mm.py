@@ -1,0 +1,244 @@
+"""The multimodal late-interaction ranker (``dlrm_mm``).
+
+Both sides become sets of d-vectors ("tokens"):
+- user side: the dense features through the bottom MLP, each user
+  categorical feature, the pooled history bag, and one text and one image
+  vector per history item;
+- item side: each item categorical feature, the description's text tokens
+  and the image's grid regions.
+Interaction features are, for every user token, its MaxSim over the item's
+tokens (ColBERT-style, masked), and DLRM's pairwise dot products of the
+pooled vectors of each group; a top MLP turns them into a click logit.
+
+The item side depends only on the item id (its attributes come from the
+prepared item table, its knowledge from the cache), so ``encode_items`` can
+run once per catalogue and ``score`` ranks one user against K candidates in
+one batched call.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List
+
+import numpy as np
+import torch
+from mmf.common.registry import registry
+from mmf.models.base_model import BaseModel
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from mmf_rec.data.prepared import load_prepared
+from mmf_rec.encoders.dense import mlp
+from mmf_rec.interaction import dot_interaction, dot_interaction_size, masked_mean, maxsim
+from mmf_rec.knowledge_cache import source_fingerprint
+from mmf_rec.models.common import build_encoder, dataset_root, dataset_schema, sparse_inputs
+from mmf_rec.models.knowledge import ItemKnowledge
+from mmf_rec.paths import config_path
+from mmf_rec.schema import PAD_ID
+
+MODALITIES = ("text", "image")
+
+
+@dataclass
+class Side:
+    """One side's tokens (N, T, d) with mask (N, T), and its pooled group
+    vectors (N, G, d) for the dot interaction."""
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+    def select(self, index: Tensor) -> "Side":
+        return Side(self.tokens[index], self.mask[index], self.pooled[index])
+
+    def expand(self, n: int) -> "Side":
+        return Side(
+            self.tokens.expand(n, -1, -1), self.mask.expand(n, -1),
+            self.pooled.expand(n, -1, -1),
+        )
+
+
+def _params(node) -> Dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+@registry.register_model("dlrm_mm")
+class DLRMMultimodal(BaseModel):
+    def __init__(self, config):
+        super().__init__(config)
+
+    @classmethod
+    def config_path(cls):
+        return config_path("models", "dlrm_mm.yaml")
+
+    # -- build ----------------------------------------------------------------------
+    def build(self):
+        config = self.config
+        self.schema = dataset_schema()
+        data = load_prepared(dataset_root(), verify_checksums=False, check_id_ranges=False)
+        dim = int(config.embedding_dim)
+        self.history_feature = config.get("history_feature") or None
+        if self.history_feature is not None:
+            self.schema.sparse_feature(self.history_feature)  # named, or a clear error
+        self.user_features = [
+            f.name for f in self.schema.sparse
+            if f.side != "item" and f.name != self.history_feature
+        ] + ([self.history_feature] if self.history_feature else [])
+        self.item_features = [f.name for f in self.schema.sparse if f.side == "item"]
+        if not self.item_features:
+            raise ValueError("dlrm_mm: the schema declares no item-side sparse feature")
+
+        sparse = _params(config.sparse_encoder.get("params"))
+        sparse["embedding_dim"] = dim
+        self.user_sparse = build_encoder(
+            config.sparse_encoder.type, {**sparse, "features": self.user_features},
+            schema=self.schema,
+        )
+        self.item_sparse = build_encoder(
+            config.sparse_encoder.type, {**sparse, "features": self.item_features},
+            schema=self.schema,
+        )
+        item_table = [torch.as_tensor(data.items[name][:, 0]) for name in self.item_features]
+        self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)
+        self._build_id_dropout(data)
+
+        bottom = list(config.dense_encoder.params.hidden_dims)
+        if not bottom or bottom[-1] != dim:
+            raise ValueError(
+                f"model_config.dlrm_mm.dense_encoder.params.hidden_dims must end with "
+                f"embedding_dim={dim}, got {bottom}"
+            )
+        self.dense_encoder = build_encoder(
+            config.dense_encoder.type,
+            {**_params(config.dense_encoder.params), "in_dim": len(self.schema.dense)},
+        )
+
+        self.modalities = [m for m in MODALITIES if config.modalities.get(m)]
+        self.knowledge = nn.ModuleDict(
+            {m: self._build_knowledge(m, data, dim) for m in self.modalities}
+        )
+
+        user_groups = 1 + len(self.user_features) + len(self.history_modalities)
+        item_groups = len(self.item_features) + len(self.modalities)
+        user_tokens = 1 + len(self.user_features) + self.history_len * len(self.history_modalities)
+        width = dot_interaction_size(user_groups + item_groups - 1, dim) + user_tokens
+        self.top_mlp = mlp([width, *config.top_mlp, 1], final_activation=False)
+
+    def _build_id_dropout(self, data) -> None:
+        """An item without training interactions has an untrained id vector:
+        noise. Such ids are blanked (the padding id, a zero vector), and in
+        training ids are blanked at random too, so the model learns to score
+        an item from its attributes and knowledge when the id says nothing."""
+        self.item_id_feature = self.config.get("item_id_feature") or None
+        self.id_dropout = float(self.config.get("id_dropout") or 0.0)
+        if self.item_id_feature is None:
+            return
+        self.item_id_column = self.item_features.index(self.item_id_feature)
+        train_items = torch.as_tensor(np.asarray(data.split("train")[data.item_feature][:, 0]))
+        seen = torch.zeros(data.items.rows, dtype=torch.bool)
+        seen[train_items.unique()] = True
+        self.register_buffer("item_seen", seen, persistent=False)
+
+    def _item_attributes(self, item_ids: Tensor) -> Tensor:
+        attributes = self.item_attributes[item_ids]
+        if self.item_id_feature is None:
+            return attributes
+        blank = ~self.item_seen[item_ids]
+        if self.training and self.id_dropout > 0:
+            blank = blank | (torch.rand(blank.shape, device=blank.device) < self.id_dropout)
+        column = attributes[:, self.item_id_column]
+        attributes = attributes.clone()
+        attributes[:, self.item_id_column] = torch.where(blank, PAD_ID, column)
+        return attributes
+
+    @property
+    def history_modalities(self) -> List[str]:
+        return self.modalities if self.history_feature else []
+
+    @property
+    def history_len(self) -> int:
+        if not self.history_feature:
+            return 0
+        return self.schema.sparse_feature(self.history_feature).max_len
+
+    def _build_knowledge(self, modality: str, data, dim: int) -> ItemKnowledge:
+        settings = self.config[f"{modality}_encoder"]
+        params = {**_params(settings.get("params")), "out_dim": dim}
+        encoder = build_encoder(settings.type, params)
+        cache = self.config.knowledge_cache
+        num_items = data.items.rows
+        if modality == "text":
+            from mmf_rec.processors.text import TextTokenizerProcessor
+
+            descriptions = data.descriptions()
+            tokenizer = TextTokenizerProcessor(encoder.processor_config()["params"])
+            inputs_for = lambda ids: tokenizer.tokenize([descriptions[i] for i in ids.tolist()])  # noqa: E731
+            source_key = source_fingerprint([], extra=descriptions)
+        else:
+            from mmf_rec.processors.image import ImageProcessor
+
+            paths = [data.image_path(i) for i in range(num_items)]
+            loader = ImageProcessor(encoder.processor_params())
+            inputs_for = lambda ids: loader.load_batch([paths[i] for i in ids.tolist()])  # noqa: E731
+            source_key = source_fingerprint(paths)
+        knowledge = ItemKnowledge(
+            modality, encoder, inputs_for, num_items,
+            use_cache=bool(cache.enabled),
+            cache_dir=cache.dir or str(data.root / "knowledge_cache"),
+            source_key=source_key,
+            batch_size=int(cache.batch_size),
+        )
+        if modality == "image":
+            loader.report(log=True)  # placeholders for missing / unreadable photos
+        return knowledge
+
+    # -- the two sides ----------------------------------------------------------------
+    def encode_users(self, sample_list) -> Side:
+        dense = self.dense_encoder(sample_list["dense"]).unsqueeze(1)
+        categorical = self.user_sparse(sparse_inputs(sample_list, self.user_features))
+        tokens, pooled = [dense, categorical], [dense, categorical]
+        ones = torch.ones(dense.shape[0], 1 + categorical.shape[1], dtype=torch.bool,
+                          device=dense.device)
+        masks = [ones]
+        if self.history_modalities:
+            history = sample_list[f"sparse_{self.history_feature}"]
+            for modality in self.history_modalities:
+                vectors, valid = self.knowledge[modality].pooled(history)
+                tokens.append(vectors)
+                masks.append(valid)
+                pooled.append(masked_mean(vectors, valid).unsqueeze(1))
+        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1))
+
+    def encode_items(self, item_ids: Tensor) -> Side:
+        attributes = self._item_attributes(item_ids)
+        categorical = self.item_sparse(
+            {name: attributes[:, j : j + 1] for j, name in enumerate(self.item_features)}
+        )
+        tokens, pooled = [categorical], [categorical]
+        masks = [torch.ones(categorical.shape[:2], dtype=torch.bool, device=categorical.device)]
+        for modality in self.modalities:
+            vectors, mask = self.knowledge[modality].tokens(item_ids)
+            tokens.append(vectors)
+            masks.append(mask)
+            pooled.append(masked_mean(vectors, mask).unsqueeze(1))
+        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1))
+
+    # -- interaction --------------------------------------------------------------------
+    def score(self, users: Side, items: Side) -> Tensor:
+        """Logits (N, 1) for N (user, item) pairs; a side with N = 1 is
+        broadcast, so one user against K candidates is one call."""
+        n = max(users.tokens.shape[0], items.tokens.shape[0])
+        users = users.expand(n) if users.tokens.shape[0] == 1 else users
+        items = items.expand(n) if items.tokens.shape[0] == 1 else items
+        late = maxsim(users.tokens, items.tokens, users.mask, items.mask)
+        groups = torch.cat([users.pooled, items.pooled], 1)
+        dots = dot_interaction(groups[:, 0], groups[:, 1:])
+        return self.top_mlp(torch.cat([dots, late], 1))
+
+    def score_candidates(self, user_sample, candidates: Side) -> Tensor:
+        """Scores (K,) of one user (a one-row batch) against K encoded items."""
+        return self.score(self.encode_users(user_sample), candidates).squeeze(1)
+
+    def forward(self, sample_list):
+        users = self.encode_users(sample_list)
+        items = self.encode_items(sample_list["item_index"])
+        return {"scores": self.score(users, items)}

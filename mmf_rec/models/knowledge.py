@@ -1,0 +1,99 @@
+"""One modality of item knowledge (description text, images) as token vectors.
+
+With the cache on (the default), the frozen backbone runs once per item
+(``mmf_rec.knowledge_cache``) and only its projection to d is trained;
+batches gather cached token matrices by item id. With the cache off, the
+backbone runs on every batch, which is what fine-tuning it end to end needs.
+"""
+
+from typing import Any, Callable, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from mmf_rec.encoders.tokens import TokenEncoder
+from mmf_rec.interaction import masked_mean
+from mmf_rec.knowledge_cache import as_tensors, build_or_load
+
+
+class ItemKnowledge(nn.Module):
+    def __init__(
+        self,
+        name: str,
+        encoder: TokenEncoder,
+        inputs_for: Callable[[Tensor], Any],
+        num_items: int,
+        use_cache: bool,
+        cache_dir: str,
+        source_key: str,
+        batch_size: int = 64,
+    ):
+        super().__init__()
+        self.name = name
+        self.num_items = num_items
+        self.inputs_for = inputs_for
+        self.cache_key = None
+        if use_cache:
+            cached = build_or_load(
+                name, encoder, num_items,
+                lambda start, stop: inputs_for(torch.arange(start, stop)),
+                cache_dir, source_key, batch_size,
+            )
+            self.cache_key = cached.key
+            arrays = as_tensors(cached)
+            self.register_buffer("cached_tokens", arrays["tokens"], persistent=False)
+            self.register_buffer("cached_mask", arrays["mask"], persistent=False)
+            pooled = masked_mean(arrays["tokens"].float(), arrays["mask"]).half()
+            self.register_buffer("cached_pooled", pooled, persistent=False)
+            # Only the projection is trained; the backbone's work is on disk.
+            self.projection = encoder.projection
+            self.encoder = None
+        else:
+            self.encoder = encoder
+
+    @property
+    def out_dim(self) -> int:
+        projection = self.projection if self.encoder is None else self.encoder.projection
+        return projection.out_features
+
+    def _project(self, tokens: Tensor) -> Tensor:
+        if self.encoder is None:
+            return self.projection(tokens)
+        return self.encoder.project(tokens)
+
+    def _backbone(self, item_ids: Tensor) -> Tuple[Tensor, Tensor]:
+        """Backbone tokens (N, T, D) and mask (N, T) for valid item ids."""
+        if self.encoder is None:
+            return self.cached_tokens[item_ids].float(), self.cached_mask[item_ids]
+        inputs = self.inputs_for(item_ids.cpu())
+        if self.encoder.config.freeze:
+            self.encoder.backbone.eval()
+            with torch.no_grad():
+                tokens, mask = self.encoder.embed(inputs)
+        else:
+            tokens, mask = self.encoder.embed(inputs)
+        return tokens, mask.to(tokens.device)
+
+    def tokens(self, item_ids: Tensor) -> Tuple[Tensor, Tensor]:
+        """Projected token vectors (N, T, d) of items, and their mask (N, T)."""
+        tokens, mask = self._backbone(item_ids)
+        return self._project(tokens), mask
+
+    def pooled(self, item_ids: Tensor) -> Tuple[Tensor, Tensor]:
+        """One projected vector per item, for ids of any shape (-1 = padding):
+        (..., d) and a validity mask (...) that is False for padding and for
+        items with no usable knowledge (e.g. no photo)."""
+        shape = item_ids.shape
+        flat = item_ids.reshape(-1)
+        present = flat >= 0
+        ids = flat.clamp(min=0)
+        if self.encoder is None:
+            vectors = self.cached_pooled[ids].float()
+            valid = self.cached_mask[ids].any(-1)
+        else:
+            unique, inverse = torch.unique(ids, return_inverse=True)
+            tokens, mask = self._backbone(unique)
+            vectors, valid = masked_mean(tokens, mask)[inverse], mask.any(-1)[inverse]
+        valid = valid & present
+        vectors = self._project(vectors) * valid.unsqueeze(-1).to(vectors.dtype)
+        return vectors.reshape(*shape, -1), valid.reshape(shape)
