@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.py pyproject.toml Makefil
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mmf_run config=projects/kbrec/dlrm.yaml
+	$(BIN)/mmf_run config=projects/kbrec/dlrm_mm.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=10

@@ -11,7 +11,6 @@ entry whose files do not match its own record is rebuilt, loudly.
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-logger = logging.getLogger(__name__)
+from mmf_rec.log import log
+
 
 FORMAT = "mmf_rec.knowledge_cache/1"
 META = "meta.json"
@@ -102,10 +102,10 @@ def build_or_load(
     path = _entry_dir(Path(cache_dir), name, key)
     arrays, reason = _read_entry(path, key, num_items)
     if arrays is not None:
-        logger.info(f"{name} knowledge cache: hit {path}")
+        log(f"{name} knowledge cache: hit {path}")
         return CachedTokens(*arrays, key=key, path=path, built=False)
     if reason != "no entry":
-        logger.warning(f"{name} knowledge cache at {path} is unusable ({reason}); rebuilding")
+        log(f"{name} knowledge cache at {path} is unusable ({reason}); rebuilding", level="warning")
     _build(name, encoder, num_items, inputs, path, key, batch_size)
     arrays, reason = _read_entry(path, key, num_items)
     if arrays is None:
@@ -149,7 +149,7 @@ def _build(name, encoder, num_items, inputs, path: Path, key, batch_size) -> Non
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
-        logger.info(f"{name} knowledge cache: built {path} {meta['tokens_shape']}")
+        log(f"{name} knowledge cache: built {path} {meta['tokens_shape']}")
     finally:
         encoder.train(was_training)
         if tmp.exists():

@@ -118,3 +118,84 @@ def test_unknown_feature_in_config_fails_with_one_clear_error(trained, tmp_path)
     last_line = result.stderr.strip().splitlines()[-1]
     assert "SchemaError" in last_line and "'colour'" in last_line, last_line
     assert "user_id" in last_line  # the known features are listed
+
+
+MM_TINY_ENCODERS = """
+includes:
+- {repo}/projects/kbrec/dlrm_mm.yaml
+model_config:
+  dlrm_mm:
+    text_encoder:
+      params:
+        random_init: {{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2,
+                      intermediate_size: 32}}
+        max_length: 16
+    image_encoder:
+      params:
+        image_size: 64
+        grid: 2
+"""
+
+
+def test_mmf_run_trains_dlrm_mm_with_cached_knowledge(trained, tmp_path):
+    """Both modalities, frozen encoders cached once per item, every split."""
+    _, _, first = trained
+    config = tmp_path / "dlrm_mm_tiny.yaml"
+    config.write_text(MM_TINY_ENCODERS.format(repo=REPO))
+    save_dir = tmp_path / "save"
+    args = [
+        f"config={config}",
+        f"env.save_dir={save_dir}",
+        f"env.data_dir={first / 'data'}",
+        *TINY,
+        "training.max_updates=80",
+    ]
+    result = mmf_run(args, cwd=REPO, tmp_path=tmp_path)
+    with open(save_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    for split in ("val", "test", "cold"):
+        assert {"auc", "log_loss", "oracle_auc"} <= set(metrics[split])
+    assert metrics["val"]["auc"] > 0.55
+    cache_root = first / "data" / "kbrec_synthetic" / "knowledge_cache"
+    entries = sorted(p.name.split("-")[0] for p in cache_root.iterdir())
+    assert entries == ["image", "text"], entries
+    log = result.stdout + result.stderr
+    assert "knowledge cache: built" in log
+    # a second run reads the cache instead of re-encoding the catalogue
+    again = mmf_run(args[:1] + [f"env.save_dir={tmp_path / 'again'}"] + args[2:],
+                    cwd=REPO, tmp_path=tmp_path)
+    assert "knowledge cache: hit" in again.stdout + again.stderr
+
+
+HM_SAMPLE = os.path.join(os.path.dirname(REPO), "shared", "data", "hm_sample")
+
+
+@pytest.mark.skipif(not os.path.isdir(HM_SAMPLE), reason=f"{HM_SAMPLE} is absent")
+def test_real_hm_sample_prepare_cache_and_train(tmp_path):
+    """Real articles, real photos (900 of 1,000 missing), pretrained encoders."""
+    from mmf_rec.data.hm import prepare_hm
+
+    data_dir = tmp_path / "hm"
+    prepare_hm(HM_SAMPLE, data_dir)
+    save_dir = tmp_path / "save"
+    result = mmf_run(
+        [
+            "config=projects/kbrec/dlrm_mm.yaml",
+            "datasets=kbrec_prepared",
+            f"dataset_config.kbrec_prepared.data_dir={data_dir}",
+            f"env.save_dir={save_dir}",
+            "training.batch_size=256",
+            "training.max_updates=60",
+            "training.evaluation_interval=30",
+            "training.checkpoint_interval=30",
+            "training.log_interval=30",
+        ],
+        cwd=REPO,
+        tmp_path=tmp_path,
+    )
+    log = result.stdout + result.stderr
+    assert "loaded BertModel" in log and "ImageNet weights" in log
+    assert "(900 missing, 0 unreadable)" in log, log[-3000:]
+    with open(save_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["val"]["auc"] > 0.6 and "oracle_auc" not in metrics["val"]

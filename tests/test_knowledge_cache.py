@@ -80,7 +80,7 @@ def test_damaged_entry_is_reported_and_rebuilt(tmp_path, caplog, damage):
     else:
         meta = first.path / "meta.json"
         meta.write_text(meta.read_text().replace('"num_items": 21', '"num_items": 5'))
-    with caplog.at_level(logging.WARNING, logger="mmf_rec.knowledge_cache"):
+    with caplog.at_level(logging.WARNING):
         again = build(encoder, tmp_path)
     assert again.built
     assert "unusable" in caplog.text and str(first.path) in caplog.text

@@ -5,7 +5,6 @@ type, then ``update_registry_for_model`` so the model can read the schema
 (``registry.get("kbrec_synthetic_schema")``) before it builds its tables.
 """
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -19,8 +18,8 @@ from mmf_rec import paths
 from mmf_rec.data import prepared as fmt
 from mmf_rec.data import synthetic
 from mmf_rec.data.dataset import KBRecDataset, select_schema
+from mmf_rec.log import log
 
-logger = logging.getLogger(__name__)
 
 DATASET_TYPES = ("train", "val", "test")
 
@@ -39,13 +38,6 @@ def _option(config, key: str, default: Any = None) -> Any:
     return value
 
 
-def _log(message: str) -> None:
-    """Through MMF's writer during a run (its log files), else python logging."""
-    writer = registry.get("writer", no_warning=True)
-    if writer is not None:
-        writer.write(message)
-    else:
-        logger.info(message)
 
 
 def data_root(config, dataset_name: str) -> Path:
@@ -86,14 +78,14 @@ def ensure_generated(root: Path, generator: synthetic.GeneratorConfig) -> Dict[s
         if current is not None and current.get("generator") == wanted:
             return current
         if current is None:
-            _log(f"generating {synthetic.NAME} into {root}")
+            log(f"generating {synthetic.NAME} into {root}")
         else:
-            _log(f"regenerating {synthetic.NAME} in {root}: its generator config changed")
+            log(f"regenerating {synthetic.NAME} in {root}: its generator config changed")
         manifest = synthetic.generate_atomic(root, generator)
         rows = {name: entry["rows"] for name, entry in manifest["splits"].items()}
         oracle = {name: auc if auc is None else round(auc, 4)
                   for name, auc in manifest["oracle_auc"].items()}
-        _log(f"{synthetic.NAME}: rows {rows}; oracle AUC {oracle}")
+        log(f"{synthetic.NAME}: rows {rows}; oracle AUC {oracle}")
         return manifest
 
 

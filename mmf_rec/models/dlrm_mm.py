@@ -17,7 +17,7 @@ one batched call.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -40,21 +40,27 @@ MODALITIES = ("text", "image")
 
 @dataclass
 class Side:
-    """One side's tokens (N, T, d) with mask (N, T), and its pooled group
-    vectors (N, G, d) for the dot interaction."""
+    """One side's tokens (N, T, d) with mask (N, T), made of groups of
+    ``group_sizes`` tokens (attributes, text, image, ...), and one pooled
+    vector per group (N, G, d) for the dot interaction."""
 
     tokens: Tensor
     mask: Tensor
     pooled: Tensor
+    group_sizes: Tuple[int, ...]
 
     def select(self, index: Tensor) -> "Side":
-        return Side(self.tokens[index], self.mask[index], self.pooled[index])
+        return Side(self.tokens[index], self.mask[index], self.pooled[index], self.group_sizes)
 
     def expand(self, n: int) -> "Side":
         return Side(
             self.tokens.expand(n, -1, -1), self.mask.expand(n, -1),
-            self.pooled.expand(n, -1, -1),
+            self.pooled.expand(n, -1, -1), self.group_sizes,
         )
+
+    def groups(self):
+        """(tokens, mask) of each group."""
+        return zip(self.tokens.split(self.group_sizes, 1), self.mask.split(self.group_sizes, 1))
 
 
 def _params(node) -> Dict:
@@ -97,7 +103,7 @@ class DLRMMultimodal(BaseModel):
             config.sparse_encoder.type, {**sparse, "features": self.item_features},
             schema=self.schema,
         )
-        item_table = [torch.as_tensor(data.items[name][:, 0]) for name in self.item_features]
+        item_table = [torch.from_numpy(np.array(data.items[name][:, 0])) for name in self.item_features]
         self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)
         self._build_id_dropout(data)
 
@@ -120,7 +126,8 @@ class DLRMMultimodal(BaseModel):
         user_groups = 1 + len(self.user_features) + len(self.history_modalities)
         item_groups = len(self.item_features) + len(self.modalities)
         user_tokens = 1 + len(self.user_features) + self.history_len * len(self.history_modalities)
-        width = dot_interaction_size(user_groups + item_groups - 1, dim) + user_tokens
+        item_token_groups = 1 + len(self.modalities)
+        width = dot_interaction_size(user_groups + item_groups - 1, dim) + user_tokens * item_token_groups
         self.top_mlp = mlp([width, *config.top_mlp, 1], final_activation=False)
 
     def _build_id_dropout(self, data) -> None:
@@ -206,7 +213,8 @@ class DLRMMultimodal(BaseModel):
                 tokens.append(vectors)
                 masks.append(valid)
                 pooled.append(masked_mean(vectors, valid).unsqueeze(1))
-        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1))
+        sizes = tuple(t.shape[1] for t in tokens)
+        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
 
     def encode_items(self, item_ids: Tensor) -> Side:
         attributes = self._item_attributes(item_ids)
@@ -220,7 +228,8 @@ class DLRMMultimodal(BaseModel):
             tokens.append(vectors)
             masks.append(mask)
             pooled.append(masked_mean(vectors, mask).unsqueeze(1))
-        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1))
+        sizes = tuple(t.shape[1] for t in tokens)
+        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
 
     # -- interaction --------------------------------------------------------------------
     def score(self, users: Side, items: Side) -> Tensor:
@@ -229,7 +238,12 @@ class DLRMMultimodal(BaseModel):
         n = max(users.tokens.shape[0], items.tokens.shape[0])
         users = users.expand(n) if users.tokens.shape[0] == 1 else users
         items = items.expand(n) if items.tokens.shape[0] == 1 else items
-        late = maxsim(users.tokens, items.tokens, users.mask, items.mask)
+        # MaxSim of every user token against each item group separately, so
+        # that e.g. a past item's image vector is matched against image regions
+        late = torch.cat(
+            [maxsim(users.tokens, tokens, users.mask, mask) for tokens, mask in items.groups()],
+            1,
+        )
         groups = torch.cat([users.pooled, items.pooled], 1)
         dots = dot_interaction(groups[:, 0], groups[:, 1:])
         return self.top_mlp(torch.cat([dots, late], 1))

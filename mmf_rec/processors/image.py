@@ -9,7 +9,6 @@ paths; :meth:`ImageProcessor.report` gives the totals. Counts are per process
 (the item knowledge cache loads images in its own process).
 """
 
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ from torch import Tensor
 
 from mmf_rec.encoders.config import structured_config
 from mmf_rec.encoders.image import IMAGENET_MEAN, IMAGENET_STD
+from mmf_rec.log import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MISSING = "missing"  # no file at the path (or no path)
 UNREADABLE = "unreadable"  # a file that does not decode as an image
@@ -35,8 +35,8 @@ RESIZE_MODES = ("squash", "crop", "pad")
 
 @registry.register_processor("kbrec_image")
 class ImageProcessor(BaseProcessor):
-    """{"image_path": path} (or a path) -> {"image": (3, S, S) float, "image_valid": bool tensor ()};
-    :meth:`load_batch` does a list of paths at once."""
+    """{"image_path": path} (or a path) -> {"image": (3, S, S) float32,
+    "image_valid": () bool}; :meth:`load_batch` does a list of paths at once."""
 
     @dataclass
     class Config:

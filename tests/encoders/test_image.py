@@ -176,7 +176,8 @@ def test_placeholder_images_are_masked_out_and_not_run():
     with torch.no_grad():
         tokens, mask = encoder.embed({"image": images, "image_valid": valid})
         alone, _ = encoder.embed(images[[0, 2]])
-        none, none_mask = encoder.embed({"image": images, "image_valid": torch.zeros(3, dtype=torch.bool)})
+        invalid = torch.zeros(3, dtype=torch.bool)
+        none, none_mask = encoder.embed({"image": images, "image_valid": invalid})
     assert mask.tolist() == [[True] * 4, [False] * 4, [True] * 4]
     assert torch.count_nonzero(tokens[1]) == 0
     assert torch.allclose(tokens[[0, 2]], alone, atol=1e-6)
@@ -190,7 +191,7 @@ def test_bad_inputs_are_refused_with_the_reason():
     with pytest.raises(TypeError, match="float tensor normalised"):
         encoder(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
     with pytest.raises(ValueError, match="image_valid must be a bool tensor"):
-        encoder({"image": torch.randn(2, 3, 64, 64), "image_valid": torch.ones(3, dtype=torch.bool)})
+        encoder({"image": torch.randn(2, 3, 64, 64), "image_valid": torch.ones(3).bool()})
     with pytest.raises(KeyError, match="no 'image'"):
         encoder({"pixels": torch.randn(1, 3, 64, 64)})
 
@@ -224,7 +225,9 @@ def test_resnet_refuses_weights_that_do_not_fit(tmp_path):
         resnet18(weights_path=str(tmp_path / "nowhere.pth"))
 
 
-def test_pretrained_without_weights_path_raises_instead_of_downloading(tmp_path, monkeypatch, offline):
+def test_pretrained_without_weights_path_raises_instead_of_downloading(
+    tmp_path, monkeypatch, offline
+):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(ValueError, match="pass its path as weights_path"):
         resnet18(pretrained=True)
@@ -232,7 +235,7 @@ def test_pretrained_without_weights_path_raises_instead_of_downloading(tmp_path,
 
 
 def test_random_init_is_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="mmf_rec.encoders.image"):
+    with caplog.at_level(logging.WARNING):
         resnet18()
         EfficientNetLite0Encoder({"weights": False, "image_size": 64})
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -292,9 +295,10 @@ def test_fingerprint_follows_weights_grid_and_image_size_not_projection(tmp_path
     torch.manual_seed(3)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "b.pth")
     a = resnet18(weights_path=str(tmp_path / "a.pth"))
-    assert a.fingerprint() == resnet18(weights_path=str(tmp_path / "a.pth"), out_dim=4).fingerprint()
+    same_weights = str(tmp_path / "a.pth")
+    assert a.fingerprint() == resnet18(weights_path=same_weights, out_dim=4).fingerprint()
     assert a.fingerprint() != resnet18(weights_path=str(tmp_path / "b.pth")).fingerprint()
-    assert a.fingerprint() != resnet18(weights_path=str(tmp_path / "a.pth"), pool_type="max").fingerprint()
+    assert a.fingerprint() != resnet18(weights_path=same_weights, pool_type="max").fingerprint()
     identity = a.backbone_identity()
     assert identity["arch"] == "resnet18" and identity["image_size"] == 64
     assert identity["mean"] == [0.485, 0.456, 0.406] and identity["regions"] == [3, 3]

@@ -51,14 +51,15 @@ def test_good_png_is_resized_and_normalised(files):
     assert set(out) == {"image", "image_valid"}
     assert out["image"].shape == (3, 16, 16) and out["image"].dtype == torch.float32
     assert out["image_valid"].dtype == torch.bool and bool(out["image_valid"])
-    expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    rgb = torch.tensor([255, 128, 0]) / 255
+    expected = (rgb - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out["image"], expected.view(3, 1, 1).expand(3, 16, 16), atol=1e-5)
 
 
 def test_bad_files_become_counted_placeholders(files, caplog):
     processor = ImageProcessor({"image_size": 16})
     order = ["good", "missing", "truncated", "text"]
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING):
         batch = processor.load_batch([files[k] for k in order])
     assert batch["image"].shape == (4, 3, 16, 16)
     assert batch["image_valid"].tolist() == [True, False, False, False]
@@ -71,7 +72,7 @@ def test_bad_files_become_counted_placeholders(files, caplog):
     assert "truncated" in logged and "UnidentifiedImageError" in logged
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING):
         report = processor.report()
     assert report["examples"] == {"missing": [files["missing"]],
                                   "unreadable": [files["truncated"], files["text"]]}
@@ -83,7 +84,7 @@ def test_bad_files_become_counted_placeholders(files, caplog):
 def test_only_the_first_bad_files_are_logged_but_all_are_counted(tmp_path, caplog):
     processor = ImageProcessor({"image_size": 8, "log_first": 2})
     paths = [str(tmp_path / f"gone{i}.jpg") for i in range(5)] + [None, ""]
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING):
         batch = processor.load_batch(paths)
     assert not batch["image_valid"].any()
     assert processor.counts["missing"] == 7
@@ -97,7 +98,8 @@ def test_relative_paths_are_read_under_root(tmp_path):
     save(tmp_path / "images" / "a.png", solid(10, 10, (0, 0, 255)))
     processor = ImageProcessor({"image_size": 4, "root": str(tmp_path / "images")})
     assert processor.load_batch(["a.png"])["image_valid"].tolist() == [True]
-    assert ImageProcessor({"image_size": 4}).load_batch(["a.png"])["image_valid"].tolist() == [False]
+    unrooted = ImageProcessor({"image_size": 4}).load_batch(["a.png"])
+    assert unrooted["image_valid"].tolist() == [False]
 
 
 def test_resize_modes_keep_or_fill_the_frame(tmp_path):

@@ -1,0 +1,118 @@
+"""The late-interaction ranker built from a prepared dataset, through MMF."""
+
+import pytest
+import torch
+
+import mmf_rec.compat
+
+mmf_rec.compat.apply()
+
+from mmf.common.registry import registry  # noqa: E402
+from mmf.common.sample import SampleList  # noqa: E402
+from mmf.utils.build import build_model  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+import mmf_rec  # noqa: E402
+from mmf_rec.data import synthetic  # noqa: E402
+from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
+from mmf_rec.data.prepared import load_prepared  # noqa: E402
+from mmf_rec.paths import config_path  # noqa: E402
+
+mmf_rec.setup_imports()
+
+TINY = {"seed": 5, "num_users": 120, "num_items": 60, "num_interactions": 3000,
+        "history_len": 3, "image_size": 32}
+TINY_ENCODERS = {
+    "text_encoder": {"params": {"max_length": 12, "random_init": {
+        "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 32}}},
+    "image_encoder": {"params": {"image_size": 32, "grid": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mm") / "data"
+    synthetic.generate(root, synthetic.GeneratorConfig.from_mapping(TINY), progress=False)
+    data = load_prepared(root)
+    previous = registry.get("config", no_warning=True)
+    registry.register("config", OmegaConf.create(
+        {"datasets": "_mm_test", "evaluation": {"predict": False}}))
+    registry.register("_mm_test_schema", data.schema)
+    registry.register("_mm_test_root", str(root))
+    yield data
+    registry.register("config", previous)
+
+
+def build(**overrides):
+    config = OmegaConf.load(config_path("models", "dlrm_mm.yaml")).model_config.dlrm_mm
+    config = OmegaConf.merge(config, TINY_ENCODERS, overrides)
+    config.model = "dlrm_mm"
+    torch.manual_seed(0)
+    return build_model(config)
+
+
+def batch(data, split="test", rows=6):
+    dataset = KBRecDataset(data, split, dataset_name="_mm_test", dataset_type="test")
+    sample_list = SampleList(dataset.__getitems__(list(range(rows))))
+    sample_list.dataset_name, sample_list.dataset_type = "_mm_test", "test"
+    return sample_list
+
+
+def test_forward_trains_both_sides(prepared):
+    model = build()
+    sample_list = batch(prepared)
+    sample_list.dataset_type = "train"
+    output = model(sample_list)
+    assert output["scores"].shape == (6, 1)
+    output["losses"]["train/_mm_test/logit_bce"].backward()
+    for modality in ("text", "image"):
+        assert model.knowledge[modality].projection.weight.grad.abs().sum() > 0
+    assert model.top_mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_one_user_against_k_cached_candidates_matches_pairwise_scores(prepared):
+    model = build().eval()
+    sample_list = batch(prepared, rows=1)
+    candidates = torch.arange(10)
+    with torch.no_grad():
+        ranked = model.score_candidates(sample_list, model.encode_items(candidates))
+        one_by_one = []
+        for item in candidates.tolist():
+            pair = batch(prepared, rows=1)
+            pair["item_index"] = torch.tensor([item])
+            one_by_one.append(model(pair)["scores"].item())
+    assert ranked.shape == (10,)
+    assert torch.allclose(ranked, torch.tensor(one_by_one), atol=1e-5)
+
+
+def test_items_without_training_rows_have_their_id_blanked(prepared):
+    model = build().eval()
+    cold = torch.nonzero(torch.as_tensor(prepared.items["is_cold"][:])).flatten()
+    warm = torch.nonzero(~torch.as_tensor(prepared.items["is_cold"][:])).flatten()
+    assert not model.item_seen[cold].any() and model.item_seen[warm].float().mean() > 0.9
+    column = model.item_id_column
+    assert (model._item_attributes(cold)[:, column] == -1).all()
+    seen = warm[model.item_seen[warm]]
+    assert (model._item_attributes(seen)[:, column] == seen).all()
+
+
+@pytest.mark.parametrize("modalities", [{"text": False, "image": False},
+                                        {"text": True, "image": False}])
+def test_modalities_can_be_switched_off(prepared, modalities):
+    model = build(modalities=modalities)
+    assert sorted(model.knowledge) == sorted(m for m, on in modalities.items() if on)
+    assert model(batch(prepared))["scores"].shape == (6, 1)
+
+
+def test_uncached_encoders_give_the_cached_scores(prepared):
+    """Cache off (the fine-tuning path) computes the same thing, per batch."""
+    cached, live = build().eval(), build(knowledge_cache={"enabled": False}).eval()
+    live.load_state_dict(cached.state_dict(), strict=False)
+    for modality in ("text", "image"):
+        live.knowledge[modality].encoder.projection.load_state_dict(
+            cached.knowledge[modality].projection.state_dict())
+    sample_list = batch(prepared)
+    with torch.no_grad():
+        assert torch.allclose(cached(sample_list)["scores"], live(sample_list)["scores"],
+                              atol=2e-3)
