@@ -3,6 +3,7 @@
 from typing import Dict, Sequence
 
 from mmf.common.registry import registry
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from mmf_rec.schema import Schema, SchemaError
@@ -53,6 +54,20 @@ def build_encoder(encoder_type: str, params, **kwargs) -> nn.Module:
         known = sorted(registry.mapping.get("encoder_name_mapping", {}))
         raise KeyError(f"no encoder registered as '{encoder_type}'; known: {known}")
     return encoder_cls(params, **kwargs)
+
+
+def build_bottom_mlp(config, dim: int, num_dense: int) -> nn.Module:
+    """The dense encoder (bottom MLP) of a model whose dense vector joins the
+    interaction with d-dimensional embeddings, so it must end at d."""
+    params = OmegaConf.to_container(config.dense_encoder.params, resolve=True)
+    hidden = list(params.get("hidden_dims") or [])
+    if not hidden or hidden[-1] != dim:
+        raise ValueError(
+            f"model_config.{config.model}.dense_encoder.params.hidden_dims must end "
+            f"with embedding_dim={dim} (the dense vector joins the interaction), "
+            f"got {hidden}"
+        )
+    return build_encoder(config.dense_encoder.type, {**params, "in_dim": num_dense})
 
 
 def sparse_inputs(sample_list, names: Sequence[str]) -> Dict[str, Tensor]:

@@ -11,7 +11,12 @@ from mmf.models.base_model import BaseModel
 
 from mmf_rec.interaction import dot_interaction, dot_interaction_size
 from mmf_rec.encoders.dense import mlp
-from mmf_rec.models.common import build_encoder, dataset_schema, sparse_inputs
+from mmf_rec.models.common import (
+    build_bottom_mlp,
+    build_encoder,
+    dataset_schema,
+    sparse_inputs,
+)
 from mmf_rec.paths import config_path
 
 
@@ -38,18 +43,7 @@ class DLRM(BaseModel):
         )
         self.sparse_features = list(self.sparse_encoder.feature_names)
 
-        bottom = list(config.dense_encoder.params.hidden_dims)
-        if not bottom or bottom[-1] != dim:
-            raise ValueError(
-                f"model_config.{config.model}.dense_encoder.params.hidden_dims must "
-                f"end with embedding_dim={dim} (the dense vector joins the dot "
-                f"interaction), got {bottom}"
-            )
-        dense_params = {
-            **OmegaConf.to_container(config.dense_encoder.params),
-            "in_dim": len(self.schema.dense),
-        }
-        self.dense_encoder = build_encoder(config.dense_encoder.type, dense_params)
+        self.dense_encoder = build_bottom_mlp(config, dim, len(self.schema.dense))
 
         self.self_interaction = bool(config.self_interaction)
         width = dot_interaction_size(

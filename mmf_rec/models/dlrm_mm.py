@@ -30,7 +30,13 @@ from mmf_rec.data.prepared import load_prepared
 from mmf_rec.encoders.dense import mlp
 from mmf_rec.interaction import dot_interaction, dot_interaction_size, masked_mean, maxsim
 from mmf_rec.knowledge_cache import source_fingerprint
-from mmf_rec.models.common import build_encoder, dataset_root, dataset_schema, sparse_inputs
+from mmf_rec.models.common import (
+    build_bottom_mlp,
+    build_encoder,
+    dataset_root,
+    dataset_schema,
+    sparse_inputs,
+)
 from mmf_rec.models.knowledge import ItemKnowledge
 from mmf_rec.paths import config_path
 from mmf_rec.schema import PAD_ID
@@ -57,6 +63,13 @@ class Side:
             self.tokens.expand(n, -1, -1), self.mask.expand(n, -1),
             self.pooled.expand(n, -1, -1), self.group_sizes,
         )
+
+    @classmethod
+    def from_groups(cls, groups: List[Tuple[Tensor, Tensor]], pooled: List[Tensor]) -> "Side":
+        """Side from (tokens, mask) groups and the pooled vectors of each."""
+        tokens, masks = zip(*groups)
+        sizes = tuple(t.shape[1] for t in tokens)
+        return cls(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
 
     def groups(self):
         """(tokens, mask) of each group."""
@@ -107,16 +120,7 @@ class DLRMMultimodal(BaseModel):
         self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)
         self._build_id_dropout(data)
 
-        bottom = list(config.dense_encoder.params.hidden_dims)
-        if not bottom or bottom[-1] != dim:
-            raise ValueError(
-                f"model_config.dlrm_mm.dense_encoder.params.hidden_dims must end with "
-                f"embedding_dim={dim}, got {bottom}"
-            )
-        self.dense_encoder = build_encoder(
-            config.dense_encoder.type,
-            {**_params(config.dense_encoder.params), "in_dim": len(self.schema.dense)},
-        )
+        self.dense_encoder = build_bottom_mlp(config, dim, len(self.schema.dense))
 
         self.modalities = [m for m in MODALITIES if config.modalities.get(m)]
         self.knowledge = nn.ModuleDict(
@@ -202,34 +206,30 @@ class DLRMMultimodal(BaseModel):
     def encode_users(self, sample_list) -> Side:
         dense = self.dense_encoder(sample_list["dense"]).unsqueeze(1)
         categorical = self.user_sparse(sparse_inputs(sample_list, self.user_features))
-        tokens, pooled = [dense, categorical], [dense, categorical]
-        ones = torch.ones(dense.shape[0], 1 + categorical.shape[1], dtype=torch.bool,
-                          device=dense.device)
-        masks = [ones]
+        known = torch.ones(dense.shape[0], 1 + categorical.shape[1], dtype=torch.bool,
+                           device=dense.device)
+        groups = [(torch.cat([dense, categorical], 1), known)]
+        pooled = [dense, categorical]
         if self.history_modalities:
             history = sample_list[f"sparse_{self.history_feature}"]
             for modality in self.history_modalities:
                 vectors, valid = self.knowledge[modality].pooled(history)
-                tokens.append(vectors)
-                masks.append(valid)
+                groups.append((vectors, valid))
                 pooled.append(masked_mean(vectors, valid).unsqueeze(1))
-        sizes = tuple(t.shape[1] for t in tokens)
-        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
+        return Side.from_groups(groups, pooled)
 
     def encode_items(self, item_ids: Tensor) -> Side:
         attributes = self._item_attributes(item_ids)
         categorical = self.item_sparse(
             {name: attributes[:, j : j + 1] for j, name in enumerate(self.item_features)}
         )
-        tokens, pooled = [categorical], [categorical]
-        masks = [torch.ones(categorical.shape[:2], dtype=torch.bool, device=categorical.device)]
+        known = torch.ones(categorical.shape[:2], dtype=torch.bool, device=categorical.device)
+        groups, pooled = [(categorical, known)], [categorical]
         for modality in self.modalities:
             vectors, mask = self.knowledge[modality].tokens(item_ids)
-            tokens.append(vectors)
-            masks.append(mask)
+            groups.append((vectors, mask))
             pooled.append(masked_mean(vectors, mask).unsqueeze(1))
-        sizes = tuple(t.shape[1] for t in tokens)
-        return Side(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
+        return Side.from_groups(groups, pooled)
 
     # -- interaction --------------------------------------------------------------------
     def score(self, users: Side, items: Side) -> Tensor:
