@@ -8,9 +8,12 @@ more than that (quotient-remainder, mixed-dimension, int8) implement
 ``forward`` themselves and are looked up on their own.
 
 New kinds register with :func:`register_table_kind`; their keyword-only
-constructor arguments are their config options.
+constructor arguments are their config options. The compressed kinds (``qr``,
+``mixed_dim``) live in :mod:`mmf_rec.encoders.compressed`, and are registered
+the first time a table is built.
 """
 
+import importlib
 import inspect
 import math
 from typing import Any, Dict, Mapping, Optional, Type
@@ -22,6 +25,9 @@ from torch import Tensor, nn
 from mmf_rec.schema import PAD_ID, SchemaError, SparseFeature
 
 TABLE_KINDS: Dict[str, Type["Table"]] = {}
+# Modules defining built-in kinds beyond full and hash; imported on first use,
+# not here: they import this module (and this one loads alone, without mmf).
+BUILTIN_KIND_MODULES = ("mmf_rec.encoders.compressed",)
 
 
 def register_table_kind(name: str):
@@ -36,6 +42,8 @@ def register_table_kind(name: str):
 
 def build_table(feature: SparseFeature, dim: int, options: Optional[Mapping[str, Any]]):
     """The table a feature's config entry asks for (a full table when it asks nothing)."""
+    for module in BUILTIN_KIND_MODULES:
+        importlib.import_module(module)
     options = dict(options or {})
     kind = options.pop("kind", "full")
     where = f"sparse feature '{feature.name}'"
@@ -78,6 +86,18 @@ def pooled_lookup(
         return F.embedding_bag(rows, weight, mode=pooling, sparse=sparse)
     values, offsets = jagged(rows, valid)
     return F.embedding_bag(values, weight, offsets, mode=pooling, sparse=sparse)
+
+
+def pool_vectors(vectors: Tensor, valid: Tensor, pooling: str) -> Tensor:
+    """(B, L, dim) per-id vectors, zero at padding, pooled per sample.
+
+    For kinds whose vectors are not rows of one matrix (a product of two
+    tables' rows, dequantized codes). An all-padding bag pools to zeros.
+    """
+    pooled = vectors.sum(1)
+    if pooling == "mean":
+        pooled = pooled / valid.sum(1, keepdim=True).clamp(min=1).to(pooled.dtype)
+    return pooled
 
 
 # -- hashing -------------------------------------------------------------------
@@ -152,12 +172,23 @@ class RowTable(Table):
         """Row of each id; values at padding positions are unspecified."""
         raise NotImplementedError
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def _check_not_fused(self):
         if self.weight is None:
             raise RuntimeError(
                 f"table of '{self.feature.name}' is fused into its encoder's matrix; "
                 "look it up through the encoder"
             )
+
+    def vectors(self, ids: Tensor) -> Tensor:
+        """Unpooled (B, L, dim) vectors of padded ids (B, L), zero at padding."""
+        self._check_not_fused()
+        valid = ids != PAD_ID
+        rows = self.row_ids(torch.where(valid, ids, 0))
+        out = F.embedding(rows, self.weight, sparse=self.sparse_grad)
+        return out * valid.unsqueeze(-1).to(out.dtype)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        self._check_not_fused()
         valid = ids != PAD_ID
         if bool(valid.all()):
             valid = None

@@ -108,13 +108,21 @@ class DLRMMultimodal(BaseModel):
 
         sparse = _params(config.sparse_encoder.get("params"))
         sparse["embedding_dim"] = dim
+        # Per-feature tables go to the side that encodes the feature (each
+        # encoder rejects tables for features it does not encode).
+        tables = sparse.pop("tables", None) or {}
+        for name in tables:
+            self.schema.sparse_feature(name)  # named in the schema, or a clear error
+
+        def side(features):
+            own = {name: table for name, table in tables.items() if name in features}
+            return {**sparse, "features": features, "tables": own}
+
         self.user_sparse = build_encoder(
-            config.sparse_encoder.type, {**sparse, "features": self.user_features},
-            schema=self.schema,
+            config.sparse_encoder.type, side(self.user_features), schema=self.schema
         )
         self.item_sparse = build_encoder(
-            config.sparse_encoder.type, {**sparse, "features": self.item_features},
-            schema=self.schema,
+            config.sparse_encoder.type, side(self.item_features), schema=self.schema
         )
         item_table = [torch.from_numpy(np.array(data.items[name][:, 0])) for name in self.item_features]
         self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)

@@ -297,8 +297,8 @@ def test_table_for_a_feature_not_encoded_is_an_error():
 
 
 def test_table_option_errors_are_clear():
-    with pytest.raises(SchemaError, match=r"'user': unknown table kind 'qr'; known kinds: \["):
-        SparseEncoder({"tables": {"user": {"kind": "qr"}}}, SCHEMA)
+    with pytest.raises(SchemaError, match=r"'user': unknown table kind 'qrr'; known kinds: \["):
+        SparseEncoder({"tables": {"user": {"kind": "qrr"}}}, SCHEMA)
     with pytest.raises(SchemaError, match=r"'hash' takes options \['num_buckets', 'seed'\].*"
                                           r"missing: \['num_buckets'\]"):
         SparseEncoder({"tables": {"user": {"kind": "hash"}}}, SCHEMA)

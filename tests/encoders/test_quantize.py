@@ -1,0 +1,209 @@
+"""Row-wise quantization: error bounds, storage, and quantized encoders and models."""
+
+import math
+
+import pytest
+import torch
+
+from mmf_rec.encoders.quantize import (
+    QuantizedTable,
+    dequantize_rows,
+    max_error,
+    quantize_encoder,
+    quantize_model,
+    quantize_rows,
+    table_bytes,
+)
+from mmf_rec.encoders.sparse import SparseEncoder
+from mmf_rec.schema import PAD_ID, Schema, SparseFeature
+
+SCHEMA = Schema(
+    sparse=(
+        SparseFeature("user", 50),
+        SparseFeature("item", 37, side="item"),
+        SparseFeature("tags", 20, side="item", max_len=4),
+        SparseFeature("genres", 10, side="item", pooling="mean", max_len=3),
+    )
+)
+NAMES = SCHEMA.sparse_names
+KINDS = {
+    "full": {"kind": "full"},
+    "hash": {"kind": "hash", "num_buckets": 7},
+    "qr": {"kind": "qr", "collisions": 4},
+    "qr_concat": {"kind": "qr", "collisions": 5, "combine": "concat"},
+    "mixed_dim": {"kind": "mixed_dim", "temperature": 0.5, "reference_rows": 4},
+}
+
+
+def matrix(rows=64, dim=13, seed=0):
+    """Rows of very different scales and signs, a constant row and an all-negative one."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, dim, generator=g) * torch.logspace(-4, 1, rows).unsqueeze(1)
+    weight[3] = 0.25
+    weight[5] = -weight[5].abs() - 2.0
+    return weight
+
+
+def batch(seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for f in SCHEMA.sparse:
+        ids = torch.randint(0, f.cardinality, (size, f.max_len), generator=g)
+        if f.multi_hot:
+            lengths = torch.randint(0, f.max_len + 1, (size, 1), generator=g)
+            ids[torch.arange(f.max_len) >= lengths] = PAD_ID
+            ids[0] = PAD_ID
+        out[f.name] = ids
+    return out
+
+
+def trained_encoder(kind, seed=0, fused=True):
+    """An encoder whose weights are no longer at their (bounded) initial values."""
+    torch.manual_seed(seed)
+    tables = {name: dict(KINDS[kind]) for name in NAMES}
+    enc = SparseEncoder({"embedding_dim": 6, "tables": tables, "fused": fused}, SCHEMA)
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return enc
+
+
+# -- the quantizer ------------------------------------------------------------------------
+@pytest.mark.parametrize("precision, levels", [("int8", 255), ("int4", 15)])
+def test_dequantized_values_are_within_half_a_step(precision, levels):
+    weight = matrix()
+    q = quantize_rows(weight, precision)
+    error = (dequantize_rows(q) - weight).abs()
+    bound = max_error(q).unsqueeze(1)
+    # half a step, plus float32 rounding of offset + scale * code
+    assert bool((error <= bound + 1e-6 * weight.abs().amax(1, keepdim=True) + 1e-12).all())
+    # and the step is the row's own range over the levels (up to float16 rounding)
+    span = weight.amax(1) - weight.amin(1)
+    steps = q.scale.float()
+    assert bool((steps >= span / levels).all())
+    assert bool((steps <= span / levels * (1 + 2**-9) + 2 * 2**-24 + weight.amin(1).abs() * 2**-9).all())
+
+
+def test_constant_row_is_exact_and_range_covers_every_row():
+    weight = matrix()
+    q = quantize_rows(weight, "int8")
+    assert torch.equal(dequantize_rows(q)[3], weight[3])
+    low = q.offset.float()
+    high = low + q.scale.float() * 255
+    assert bool((low <= weight.amin(1)).all()) and bool((high >= weight.amax(1)).all())
+
+
+def test_fp16_rows_are_rounded_to_half_precision():
+    weight = matrix()
+    q = quantize_rows(weight, "fp16")
+    assert q.codes.dtype == torch.float16 and q.scale is None
+    error = (dequantize_rows(q) - weight).abs()
+    assert bool((error <= weight.abs() * 2**-11 + 2**-25).all())
+
+
+def test_storage_per_row():
+    weight = matrix(rows=10, dim=13)
+    int8, int4, fp16 = (quantize_rows(weight, p) for p in ("int8", "int4", "fp16"))
+    assert int8.codes.shape == (10, 13) and int8.codes.dtype == torch.uint8
+    assert int4.codes.shape == (10, 7)  # two codes per byte, odd dim padded
+    assert int8.scale.dtype == int8.offset.dtype == torch.float16
+    assert fp16.codes.nbytes == 10 * 13 * 2
+
+
+def test_gathering_rows_equals_dequantizing_all():
+    q = quantize_rows(matrix(dim=9), "int4")
+    rows = torch.tensor([[4, 0, 63], [7, 7, 1]])
+    assert torch.equal(dequantize_rows(q, rows), dequantize_rows(q)[rows])
+
+
+def test_quantizer_errors_are_clear():
+    with pytest.raises(ValueError, match=r"unknown precision 'int2'; choose one of \['int8'"):
+        quantize_rows(matrix(), "int2")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        quantize_rows(torch.tensor([[0.0, math.nan]]))
+    with pytest.raises(ValueError, match=r"\(rows, dim\) matrix"):
+        quantize_rows(torch.zeros(3))
+    with pytest.raises(ValueError, match="too large for float16"):
+        quantize_rows(torch.tensor([[0.0, 1e6]]))
+
+
+# -- quantized encoders -------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("precision", ["int8", "int4", "fp16"])
+def test_quantized_encoder_keeps_shape_and_is_close(kind, precision):
+    enc, ids = trained_encoder(kind), batch()
+    quantized = quantize_encoder(enc, precision)
+    out, want = quantized(ids), enc(ids)
+    assert out.shape == want.shape == (16, len(NAMES), 6)
+    tolerance = {"int8": 0.02, "int4": 0.3, "fp16": 2e-3}[precision]
+    assert (out - want).abs().max() < tolerance
+    assert not any(p.numel() > 6 * 6 for p in quantized.parameters())  # tables hold buffers
+    assert table_bytes(quantized) < table_bytes(enc)
+
+
+def test_full_table_lookups_are_within_the_per_row_bound():
+    enc, ids = trained_encoder("full"), batch()
+    quantized = quantize_encoder(enc, "int8")
+    out, want = quantized(ids).detach(), enc(ids).detach()
+    for j, name in enumerate(NAMES):
+        table, x = quantized.tables[name], ids[name]
+        half_step = (table.scale.float() / 2)[x.clamp(min=0)] * (x != PAD_ID)
+        bound = half_step.sum(1)  # summed bag: errors add up at most
+        if SCHEMA.sparse_feature(name).pooling == "mean":
+            bound = bound / (x != PAD_ID).sum(1).clamp(min=1)
+        assert bool(((out[:, j] - want[:, j]).abs() <= bound.unsqueeze(1) + 1e-6).all()), name
+
+
+def test_int8_stores_dim_plus_four_bytes_per_row():
+    enc = trained_encoder("full")
+    rows = sum(f.cardinality for f in SCHEMA.sparse)
+    assert table_bytes(enc) == rows * 6 * 4
+    assert table_bytes(quantize_encoder(enc, "int8")) == rows * (6 + 4)
+    assert table_bytes(quantize_encoder(enc, "int4")) == rows * (3 + 4)
+
+
+def test_quantizing_leaves_the_original_untouched():
+    enc = trained_encoder("hash")
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    quantized = quantize_encoder(enc, "int8")
+    assert enc.fused_groups and not quantized.fused_groups
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert all(isinstance(t, QuantizedTable) for t in quantized.tables.values())
+    with pytest.raises(ValueError, match="quantized already"):
+        quantize_encoder(quantized, "int8")
+
+
+@pytest.mark.parametrize("kind", ["full", "qr", "mixed_dim"])
+def test_quantized_state_dict_loads_into_a_quantized_fresh_encoder(kind):
+    saved = quantize_encoder(trained_encoder(kind, seed=1), "int8").state_dict()
+    assert all(v.dtype != torch.float32 for k, v in saved.items() if "projection" not in k)
+    fresh = quantize_encoder(trained_encoder(kind, seed=2), "int8")
+    fresh.load_state_dict(saved)
+    ids = batch()
+    reference = quantize_encoder(trained_encoder(kind, seed=1), "int8")
+    assert torch.equal(fresh(ids), reference(ids))
+
+
+def test_quantize_model_swaps_every_sparse_encoder():
+    torch.manual_seed(0)
+
+    class TwoSides(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.users = SparseEncoder({"embedding_dim": 6, "features": ["user"]}, SCHEMA)
+            self.items = SparseEncoder({"embedding_dim": 6, "features": ["item", "tags"]}, SCHEMA)
+            self.head = torch.nn.Linear(6, 1)
+
+        def forward(self, ids):
+            return self.head(self.users(ids).sum(1) * self.items(ids).sum(1))
+
+    model, ids = TwoSides(), batch()
+    want = model(ids)
+    quantize_model(model, "int8")
+    assert isinstance(model.users.tables["user"], QuantizedTable)
+    assert isinstance(model.items.tables["tags"], QuantizedTable)
+    torch.testing.assert_close(model(ids), want, atol=1e-3, rtol=0)
+    with pytest.raises(TypeError, match="no sparse encoder"):
+        quantize_model(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="unknown precision"):
+        quantize_model(model, "int3")
