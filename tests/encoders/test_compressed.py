@@ -10,6 +10,7 @@ from mmf_rec.encoders.compressed import MixedDimTable, QRTable, mixed_dimension
 from mmf_rec.encoders.sparse import SparseEncoder
 from mmf_rec.encoders.tables import TABLE_KINDS, build_table
 from mmf_rec.schema import PAD_ID, Schema, SchemaError, SparseFeature
+from id_batches import random_id_batch  # noqa: E402
 
 SCHEMA = Schema(
     sparse=(
@@ -32,17 +33,7 @@ KINDS = {
 
 
 def batch(seed=0, size=16):
-    """Random ids with random padding, and an all-padding first sample in each bag."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for f in SCHEMA.sparse:
-        ids = torch.randint(0, f.cardinality, (size, f.max_len), generator=g)
-        if f.multi_hot:
-            lengths = torch.randint(0, f.max_len + 1, (size, 1), generator=g)
-            ids[torch.arange(f.max_len) >= lengths] = PAD_ID
-            ids[0] = PAD_ID
-        out[f.name] = ids
-    return out
+    return random_id_batch(SCHEMA, seed, size)
 
 
 def encoder(kind, seed=0, dim=6, **config):

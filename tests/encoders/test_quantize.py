@@ -16,6 +16,7 @@ from mmf_rec.encoders.quantize import (
 )
 from mmf_rec.encoders.sparse import SparseEncoder
 from mmf_rec.schema import PAD_ID, Schema, SparseFeature
+from id_batches import random_id_batch  # noqa: E402
 
 SCHEMA = Schema(
     sparse=(
@@ -45,16 +46,7 @@ def matrix(rows=64, dim=13, seed=0):
 
 
 def batch(seed=0, size=16):
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for f in SCHEMA.sparse:
-        ids = torch.randint(0, f.cardinality, (size, f.max_len), generator=g)
-        if f.multi_hot:
-            lengths = torch.randint(0, f.max_len + 1, (size, 1), generator=g)
-            ids[torch.arange(f.max_len) >= lengths] = PAD_ID
-            ids[0] = PAD_ID
-        out[f.name] = ids
-    return out
+    return random_id_batch(SCHEMA, seed, size)
 
 
 def trained_encoder(kind, seed=0, fused=True):
