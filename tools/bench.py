@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -302,6 +303,11 @@ def bench_compression(args) -> Dict[str, object]:
                     print(f"training {model} {name} seed {seed}", flush=True)
                     train = run_child([str(mmf_run), f"config={config}", *overrides],
                                       save / "mmf_run.log", args.threads)
+                    if not args.keep_checkpoints:
+                        # MMF 1.0.0rc10 keeps every periodic checkpoint (with Adam
+                        # state); the measurements need only best.ckpt.
+                        shutil.rmtree(save / "models", ignore_errors=True)
+                        (save / "current.ckpt").unlink(missing_ok=True)
                 precisions = args.precisions if name in args.quantize_variants else []
                 quantized = save / "quantize.json"
                 run_child([sys.executable, str(REPO / "tools" / "quantize.py"), "--run", str(save),
@@ -323,6 +329,11 @@ def bench_compression(args) -> Dict[str, object]:
         "skipped": ["MovieLens (../shared/data/ml-100k): there is no MovieLens reader yet"],
         "runs": runs,
     }
+
+
+def _share(part: int, whole) -> str:
+    """``part`` as a percentage of the full tables' bytes ("" without a full run)."""
+    return f"{part / whole:.0%}" if whole else ""
 
 
 def _median(values):
@@ -354,9 +365,9 @@ def compression_table(payload) -> str:
         table_bytes = fp32[0]["table_bytes"]
         if variant == "full":
             full_bytes[model] = table_bytes
-        share = table_bytes / full_bytes[model] if model in full_bytes else float("nan")
+        share = _share(table_bytes, full_bytes.get(model))
         lines.append(
-            f"| {model} | {variant} | {rs[0]['description']} | {table_bytes:,} | {share:.0%} "
+            f"| {model} | {variant} | {rs[0]['description']} | {table_bytes:,} | {share} "
             f"| {rs[0]['measured']['training_table_bytes']:,} "
             f"| {_median(r['train']['peak_rss_mb'] for r in rs):.0f} "
             f"| {_median(v['metrics']['test']['auc'] for v in fp32):.4f} "
@@ -386,9 +397,9 @@ def compression_table(payload) -> str:
             q = [r["measured"]["variants"][p] for r in rs]
             fp32 = [r["measured"]["variants"]["fp32"] for r in rs]
             unfused = [r["measured"]["variants"]["fp32 unfused"] for r in rs]
-            share = q[0]["table_bytes"] / full_bytes.get(model, float("nan"))
+            share = _share(q[0]["table_bytes"], full_bytes.get(model))
             lines.append(
-                f"| {model} | {variant} | {p} | {q[0]['table_bytes']:,} | {share:.0%} "
+                f"| {model} | {variant} | {p} | {q[0]['table_bytes']:,} | {share} "
                 f"| {_median(v['metrics']['test']['auc'] for v in q):.4f} "
                 f"| {_median(change('test', r) for r in rs):+.4f} "
                 f"| {_median(v['metrics']['test']['log_loss'] for v in q):.4f} "
@@ -449,6 +460,8 @@ def parser() -> argparse.ArgumentParser:
                      help="reuse runs already measured in --work-dir")
     cmp.add_argument("--remeasure", action="store_true",
                      help="keep the trained runs in --work-dir, measure them again")
+    cmp.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep every periodic checkpoint (default: only best.ckpt)")
     cmp.add_argument("--out", type=Path, default=REPO / "results" / "bench_compression.json")
     return p
 

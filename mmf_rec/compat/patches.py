@@ -192,6 +192,7 @@ def after_import():
     backfill_encoder_base()
     supply_default_config()
     read_model_and_dataset_from_user_config()
+    set_mapping_values_from_the_command_line()
     register_plugins_with_mmf_imports()
     trust_own_checkpoints()
 
@@ -275,6 +276,33 @@ def read_model_and_dataset_from_user_config():
         return user_config
 
     Configuration._build_user_config = _build_user_config
+
+
+@_once
+def set_mapping_values_from_the_command_line():
+    """``key={'a': 1}`` on the command line: rc10 walks into the existing
+    mapping at ``key`` and sets nothing, silently. Set the value instead."""
+    from mmf.utils.configuration import Configuration
+    from omegaconf import OmegaConf
+
+    original = Configuration._merge_with_dotlist
+
+    @functools.wraps(original)
+    def _merge_with_dotlist(self, config, opts):
+        config = original(self, config, opts)
+        if not opts:
+            return config
+        if opts[0].find("=") != -1:
+            pairs = [opt.split("=", 1) for opt in opts]
+        else:
+            pairs = list(zip(opts[0::2], opts[1::2]))
+        for key, value in pairs:
+            decoded = self._decode_value(value)
+            if isinstance(decoded, dict) and OmegaConf.select(config, key) is not None:
+                OmegaConf.update(config, key, decoded)
+        return config
+
+    Configuration._merge_with_dotlist = _merge_with_dotlist
 
 
 @_once

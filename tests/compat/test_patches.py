@@ -178,3 +178,21 @@ def test_checkpoints_holding_configs_load(tmp_path):
     owner = types.SimpleNamespace(device=torch.device("cpu"))
     loaded = Checkpoint._torch_load(owner, str(path))
     assert loaded["config"].a == 1
+
+
+def test_dict_values_from_the_command_line_are_set():
+    import argparse
+
+    from mmf.utils.configuration import Configuration
+
+    tables = "{'user_id': {'kind': 'hash', 'num_buckets': 10}}"
+    args = argparse.Namespace(
+        opts=[f"config={REPO}/projects/kbrec/dlrm.yaml",
+              f"model_config.dlrm.sparse_encoder.params.tables={tables}"],
+        config_override=None,
+    )
+    config = Configuration(args).get_config()
+    params = config.model_config.dlrm.sparse_encoder.params
+    assert OmegaConf.to_container(params.tables) == {
+        "user_id": {"kind": "hash", "num_buckets": 10}}
+    assert params.fused is True  # siblings untouched

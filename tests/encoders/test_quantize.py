@@ -15,7 +15,7 @@ from mmf_rec.encoders.quantize import (
     table_bytes,
 )
 from mmf_rec.encoders.sparse import SparseEncoder
-from mmf_rec.schema import PAD_ID, Schema, SparseFeature
+from mmf_rec.schema import PAD_ID, DenseFeature, Schema, SparseFeature
 from id_batches import random_id_batch  # noqa: E402
 
 SCHEMA = Schema(
@@ -199,3 +199,73 @@ def test_quantize_model_swaps_every_sparse_encoder():
         quantize_model(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="unknown precision"):
         quantize_model(model, "int3")
+
+
+# -- a registered model, built by MMF from yaml -------------------------------------------
+def test_dlrm_with_compressed_tables_from_yaml_trains_and_quantizes():
+    import mmf_rec.compat
+
+    mmf_rec.compat.apply()
+    from mmf.common.registry import registry
+    from mmf.common.sample import SampleList
+    from mmf.utils.build import build_model
+    from omegaconf import OmegaConf
+
+    import mmf_rec
+    from mmf_rec.paths import config_path
+
+    mmf_rec.setup_imports()
+    schema = Schema(
+        dense=(DenseFeature("age"),),
+        sparse=(
+            SparseFeature("user_id", 50),
+            SparseFeature("item_id", 40, side="item"),
+            SparseFeature("history", 40, max_len=3, pooling="mean"),
+        ),
+    )
+    previous = registry.get("config", no_warning=True)
+    run_config = {"datasets": "_q_test", "evaluation": {"predict": False}}
+    registry.register("config", OmegaConf.create(run_config))
+    registry.register("_q_test_schema", schema)
+    try:
+        config = OmegaConf.merge(
+            OmegaConf.load(config_path("models", "dlrm.yaml")).model_config.dlrm,
+            OmegaConf.create(
+                """
+                sparse_encoder:
+                  params:
+                    tables:
+                      user_id: {kind: qr, collisions: 8}
+                      item_id: {kind: mixed_dim, table_dim: 4}
+                      history: {kind: hash, num_buckets: 9}
+                """
+            ),
+        )
+        config.model = "dlrm"
+        torch.manual_seed(0)
+        model = build_model(config)
+        g = torch.Generator().manual_seed(0)
+        sample = SampleList({
+            "dense": torch.randn(8, 1, generator=g),
+            "sparse_user_id": torch.randint(0, 50, (8, 1), generator=g),
+            "sparse_item_id": torch.randint(0, 40, (8, 1), generator=g),
+            "sparse_history": torch.tensor([[1, 2, PAD_ID]] * 8),
+            "targets": torch.randint(0, 2, (8, 1), generator=g).float(),
+        })
+        sample.dataset_name, sample.dataset_type = "_q_test", "val"
+        tables = model.sparse_encoder.tables
+        assert type(tables["user_id"]).__name__ == "QRTable"
+        assert type(tables["item_id"]).__name__ == "MixedDimTable"
+        output = model(sample)
+        next(iter(output["losses"].values())).backward()
+        assert tables["user_id"].quotient.weight.grad.abs().sum() > 0
+        model.eval()
+        with torch.no_grad():
+            want = model(sample)["scores"]
+            quantize_model(model, "int8")
+            got = model(sample)["scores"]
+        assert isinstance(model.sparse_encoder.tables["user_id"].quotient, QuantizedTable)
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
+    finally:
+        registry.unregister("_q_test_schema")
+        registry.register("config", previous)
