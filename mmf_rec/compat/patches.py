@@ -299,7 +299,7 @@ def set_mapping_values_from_the_command_line():
         for key, value in pairs:
             decoded = self._decode_value(value)
             if isinstance(decoded, dict) and OmegaConf.select(config, key) is not None:
-                OmegaConf.update(config, key, decoded)
+                OmegaConf.update(config, key, decoded, merge=False)
         return config
 
     Configuration._merge_with_dotlist = _merge_with_dotlist

@@ -152,7 +152,7 @@ class DLRMMultimodal(BaseModel):
         if self.item_id_feature is None:
             return
         self.item_id_column = self.item_features.index(self.item_id_feature)
-        train_items = torch.as_tensor(np.asarray(data.split("train")[data.item_feature][:, 0]))
+        train_items = torch.from_numpy(np.array(data.split("train")[data.item_feature][:, 0]))
         seen = torch.zeros(data.items.rows, dtype=torch.bool)
         seen[train_items.unique()] = True
         self.register_buffer("item_seen", seen, persistent=False)
