@@ -55,9 +55,6 @@ class Side:
     pooled: Tensor
     group_sizes: Tuple[int, ...]
 
-    def select(self, index: Tensor) -> "Side":
-        return Side(self.tokens[index], self.mask[index], self.pooled[index], self.group_sizes)
-
     def expand(self, n: int) -> "Side":
         return Side(
             self.tokens.expand(n, -1, -1), self.mask.expand(n, -1),

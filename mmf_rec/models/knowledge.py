@@ -51,11 +51,6 @@ class ItemKnowledge(nn.Module):
         else:
             self.encoder = encoder
 
-    @property
-    def out_dim(self) -> int:
-        projection = self.projection if self.encoder is None else self.encoder.projection
-        return projection.out_features
-
     def _project(self, tokens: Tensor) -> Tensor:
         if self.encoder is None:
             return self.projection(tokens)

@@ -2,7 +2,17 @@
 
 import torch
 
-from mmf_rec.schema import PAD_ID
+from mmf_rec.schema import PAD_ID, Schema, SparseFeature
+
+# one-id and multi-hot features, sum and mean pooling, on both sides
+MIXED_SCHEMA = Schema(
+    sparse=(
+        SparseFeature("user", 50),
+        SparseFeature("item", 37, side="item"),
+        SparseFeature("tags", 20, side="item", max_len=4),
+        SparseFeature("genres", 10, side="item", pooling="mean", max_len=3),
+    )
+)
 
 
 def random_id_batch(schema, seed=0, size=16):

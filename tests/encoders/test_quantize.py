@@ -16,16 +16,8 @@ from mmf_rec.encoders.quantize import (
 )
 from mmf_rec.encoders.sparse import SparseEncoder
 from mmf_rec.schema import PAD_ID, DenseFeature, Schema, SparseFeature
-from id_batches import random_id_batch  # noqa: E402
+from id_batches import MIXED_SCHEMA as SCHEMA, random_id_batch  # noqa: E402
 
-SCHEMA = Schema(
-    sparse=(
-        SparseFeature("user", 50),
-        SparseFeature("item", 37, side="item"),
-        SparseFeature("tags", 20, side="item", max_len=4),
-        SparseFeature("genres", 10, side="item", pooling="mean", max_len=3),
-    )
-)
 NAMES = SCHEMA.sparse_names
 KINDS = {
     "full": {"kind": "full"},
