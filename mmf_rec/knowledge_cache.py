@@ -157,8 +157,9 @@ def _build(name, encoder, num_items, inputs, path: Path, key, batch_size) -> Non
 
 
 def as_tensors(cached: CachedTokens) -> Dict[str, torch.Tensor]:
-    """The whole cache in memory as float32 tokens and a bool mask."""
+    """The whole cache in memory as float32 tokens and a bool mask (copies:
+    the memory map is read-only)."""
     return {
-        "tokens": torch.from_numpy(np.asarray(cached.tokens, dtype=np.float32)),
-        "mask": torch.from_numpy(np.asarray(cached.mask, dtype=np.bool_)),
+        "tokens": torch.from_numpy(np.array(cached.tokens, dtype=np.float32)),
+        "mask": torch.from_numpy(np.array(cached.mask, dtype=np.bool_)),
     }

@@ -1,5 +1,6 @@
 """The late-interaction ranker built from a prepared dataset, through MMF."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,8 +89,9 @@ def test_one_user_against_k_cached_candidates_matches_pairwise_scores(prepared):
 
 def test_items_without_training_rows_have_their_id_blanked(prepared):
     model = build().eval()
-    cold = torch.nonzero(torch.as_tensor(prepared.items["is_cold"][:])).flatten()
-    warm = torch.nonzero(~torch.as_tensor(prepared.items["is_cold"][:])).flatten()
+    is_cold = torch.from_numpy(np.array(prepared.items["is_cold"]))
+    cold = torch.nonzero(is_cold).flatten()
+    warm = torch.nonzero(~is_cold).flatten()
     assert not model.item_seen[cold].any() and model.item_seen[warm].float().mean() > 0.9
     column = model.item_id_column
     assert (model._item_attributes(cold)[:, column] == -1).all()
