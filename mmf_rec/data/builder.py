@@ -171,6 +171,8 @@ class KBRecSyntheticBuilder(BaseDatasetBuilder):
         except ValueError as e:
             raise KBRecConfigError(f"{where}.sparse_features: {e}") from None
         extra = _option(config, "extra_eval_splits", []) if dataset_type == "test" else []
+        if extra is None:  # every held-out split the data has
+            extra = [s for s in data.split_names if s not in ("train", "val", split)]
         for name in [split, *extra]:
             if name not in data.splits:
                 key = "test_split" if name == split else "extra_eval_splits"

@@ -1,0 +1,487 @@
+"""MovieLens (GroupLens) -> the prepared format.
+
+Layouts, found by file name in ``--src``:
+
+* 100K: ``u.data`` (tab: user, item, rating, unix time), ``u.item`` (Latin-1,
+  ``|``: id, title, release date, video date, URL, 19 genre flags in
+  ``u.genre`` order) and ``u.user`` (``|``: id, age, gender, occupation, zip);
+* 1M / 10M: ``ratings.dat``, ``movies.dat`` (``id::title::genre|genre``,
+  Latin-1) and ``users.dat`` (``id::gender::age code::occupation code::zip``;
+  10M has none);
+* latest / 20M / 25M: ``ratings.csv`` and ``movies.csv`` with headers (UTF-8,
+  quoted titles); no user file.
+
+Items get ``genre`` (the first listed) and ``decade`` columns and the text
+"<title>. Genres: <genres>." (the model's tokenizer reads all of them);
+users get gender, occupation, an age bucket and a zip prefix, plus age as a
+dense feature. Labels, splits and negatives follow ``SplitConfig`` (see
+``interactions.py``; by default leave-last-out with 99 sampled negatives,
+the NCF protocol, which reproduces ``../shared/data/ml-100k-loo``).
+
+Every line that cannot be used is counted by reason with its line number
+(``report.json`` and the manifest's ``dropped``): wrong field counts,
+unparsable numbers, undecodable bytes, out-of-range ratings or timestamps,
+duplicate rows, ratings of unknown users or movies. ``bad_rows.policy``
+decides between failing at the first one and skipping up to
+``max_bad_fraction`` of a file.
+"""
+
+import argparse
+import csv
+import io
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from mmf_rec.data import interactions as core
+from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where
+
+logger = logging.getLogger(__name__)
+
+NAME = "movielens"
+PREPARER_VERSION = 1
+GENRES_100K = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+# users.dat occupation codes (the 1M README's list).
+OCCUPATIONS_1M = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer",
+    "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
+    "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
+    "unemployed", "writer",
+)
+AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the 1M age codes' boundaries
+NO_GENRES = "(no genres listed)"
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+LAYOUTS = {
+    "100k": {"ratings": "u.data", "movies": "u.item", "users": "u.user"},
+    "1m": {"ratings": "ratings.dat", "movies": "movies.dat", "users": "users.dat"},
+    "latest": {"ratings": "ratings.csv", "movies": "movies.csv", "users": None},
+}
+
+
+class MovieLensDataError(core.DataInputError):
+    """The MovieLens input is missing or malformed, or the config is wrong."""
+
+
+@dataclass(frozen=True)
+class MovieLensConfig(core.SplitConfig):
+    layout: str = "auto"  # auto | 100k | 1m | latest
+    # auto: Latin-1 for 100K/1M movie files (as GroupLens wrote them), else UTF-8
+    encoding: str = "auto"
+    min_rating: float = 0.5
+    max_rating: float = 5.0
+    min_timestamp: int = 0
+    max_timestamp: int = 4_102_444_800  # 2100-01-01
+    zip_prefix_len: int = 2
+    on_bad_rows: str = "skip"  # skip | fail
+    max_bad_fraction: float = 0.01
+
+    @classmethod
+    def from_mapping(cls, data, source: str = "movielens config") -> "MovieLensConfig":
+        return core.config_from_mapping(cls, data, source, MovieLensDataError)
+
+    def validate(self, source: str = "movielens config") -> None:
+        super().validate(source)
+
+        def need(ok, key, expected):
+            if not ok:
+                raise MovieLensDataError(
+                    f"{source}.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+        need(self.layout in ("auto", *LAYOUTS), "layout", f"auto or one of {list(LAYOUTS)}")
+        need(self.encoding in ("auto", "utf-8", "latin-1"), "encoding",
+             "auto, utf-8 or latin-1")
+        need(self.min_rating <= self.max_rating, "max_rating", ">= min_rating")
+        need(self.min_timestamp < self.max_timestamp, "max_timestamp", "> min_timestamp")
+        need(self.zip_prefix_len >= 1, "zip_prefix_len", ">= 1")
+        need(self.on_bad_rows in ("skip", "fail"), "on_bad_rows", "skip or fail")
+        need(0.0 <= self.max_bad_fraction <= 1.0, "max_bad_fraction", "in [0, 1]")
+
+    def split_config(self) -> core.SplitConfig:
+        return core.SplitConfig(**{f.name: getattr(self, f.name)
+                                   for f in fields(core.SplitConfig)})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "preparer_version": PREPARER_VERSION}
+
+
+def as_config(config) -> MovieLensConfig:
+    if isinstance(config, MovieLensConfig):
+        config.validate()
+        return config
+    return MovieLensConfig.from_mapping(config)
+
+
+# -- reading lines -----------------------------------------------------------
+def find_layout(src: Path, layout: str) -> Tuple[str, Dict[str, Optional[Path]]]:
+    candidates = [layout] if layout != "auto" else list(LAYOUTS)
+    for name in candidates:
+        files = LAYOUTS[name]
+        if (src / files["ratings"]).is_file():
+            paths = {}
+            for table, file in files.items():
+                path = src / file if file else None
+                if table == "movies" and not path.is_file():
+                    raise MovieLensDataError(f"{src}: {file} is missing; the {name} layout "
+                                             f"needs it next to {files['ratings']}")
+                paths[table] = path if path is not None and path.is_file() else None
+            return name, paths
+    looked = ", ".join(LAYOUTS[n]["ratings"] for n in candidates)
+    raise MovieLensDataError(f"{src}: no MovieLens ratings file; looked for {looked}")
+
+
+def _encoding(path: Path, table: str, config: MovieLensConfig) -> str:
+    """auto: Latin-1 for 100K/1M movie titles (as GroupLens wrote them), else UTF-8
+    (ids, ratings and zip codes are ASCII, so other bytes there are damage)."""
+    if config.encoding != "auto":
+        return config.encoding
+    return "latin-1" if table == "movies" and path.suffix != ".csv" else "utf-8"
+
+
+def read_rows(path: Path, table: str, separator: str, n_fields: int,
+              config: MovieLensConfig, report: RowReport, header: bool = False
+              ) -> Iterator[Tuple[int, List[str]]]:
+    """(line number, fields) of every usable line; the rest are counted.
+
+    ``separator`` "csv" parses quoted CSV (movies.csv titles hold commas).
+    """
+    encoding = _encoding(path, table, config)
+    bad: Dict[str, List[int]] = {"bad_encoding": [], "wrong_field_count": []}
+    total = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(tqdm(f, desc=path.name, unit=" lines", leave=False,
+                                          disable=None, mininterval=2), start=1):
+            if header and number == 1:
+                continue
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError:
+                total += 1
+                bad["bad_encoding"].append(number)
+                continue
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing one) carry nothing
+            total += 1
+            if separator == "csv":
+                parts = next(csv.reader(io.StringIO(line)), [])
+            else:
+                parts = line.split(separator)
+            if len(parts) != n_fields:
+                bad["wrong_field_count"].append(number)
+                continue
+            yield number, parts
+    report.read(table, total)
+    for reason, numbers in bad.items():
+        detail = {"bad_encoding": f"not valid {encoding}",
+                  "wrong_field_count": f"expected {n_fields} fields"}[reason]
+        report.drop(f"{table}.{reason}", len(numbers), lines_where(path.name, numbers), detail)
+
+
+def _int(text: str) -> Optional[int]:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[+-]?\d{1,18}", text) else None
+
+
+def _float(text: str) -> Optional[float]:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+# -- the three tables --------------------------------------------------------
+def read_movies(path: Path, layout: str, config: MovieLensConfig, report: RowReport,
+                genre_names=GENRES_100K) -> Tuple[core.Catalogue, np.ndarray]:
+    """The catalogue (rows sorted by movie id) and the sorted movie ids."""
+    if layout == "100k":
+        rows = read_rows(path, "movies", "|", 5 + len(genre_names), config, report)
+    elif layout == "1m":
+        rows = read_rows(path, "movies", "::", 3, config, report)
+    else:
+        rows = read_rows(path, "movies", "csv", 3, config, report, header=True)
+    ids, titles, genres, years = [], [], [], []
+    seen = set()
+    bad_id, duplicate, bad_flags = [], [], []
+    for number, parts in rows:
+        movie = _int(parts[0])
+        if movie is None:
+            bad_id.append(number)
+            continue
+        if movie in seen:
+            duplicate.append(number)
+            continue
+        if layout == "100k":
+            flags = parts[5:]
+            if any(f.strip() not in ("0", "1") for f in flags):
+                bad_flags.append(number)
+                continue
+            names = [g for g, f in zip(genre_names, flags) if f.strip() == "1"]
+            release = parts[2].strip()
+        else:
+            names = [g for g in parts[2].split("|") if g and g != NO_GENRES]
+            release = ""
+        title = parts[1].strip()
+        year = _YEAR.search(title)
+        year = int(year.group(1)) if year else _int(release[-4:]) if release else None
+        seen.add(movie)
+        ids.append(movie)
+        titles.append(title)
+        genres.append(names)
+        years.append(year)
+    report.drop("movies.bad_id", len(bad_id), lines_where(path.name, bad_id),
+                "the movie id is not an integer")
+    report.drop("movies.duplicate_id", len(duplicate), lines_where(path.name, duplicate),
+                "a movie id seen on an earlier line; the first is kept")
+    report.drop("movies.bad_genre_flags", len(bad_flags), lines_where(path.name, bad_flags),
+                "genre flags must be 0 or 1")
+    if not ids:
+        raise MovieLensDataError(f"{path}: no usable movie lines")
+    order = np.argsort(np.asarray(ids), kind="stable")
+    titles = [titles[i] for i in order]
+    genres = [genres[i] for i in order]
+    years = [years[i] for i in order]
+    empty = [i for i, t in enumerate(titles) if not t or t.lower() == "unknown"]
+    report.repair("movies.unknown_title", len(empty),
+                  [f"movie {ids[order[i]]}" for i in empty],
+                  "the text falls back to the genres")
+    no_genre = sum(1 for g in genres if not g or g == ["unknown"])
+    report.repair("movies.no_genre", no_genre, detail="genre is the unknown id")
+    descriptions = []
+    for title, names in zip(titles, genres):
+        known = [g for g in names if g != "unknown"]
+        text = title if title and title.lower() != "unknown" else "Untitled movie"
+        descriptions.append(f"{text}. Genres: {', '.join(known)}." if known else f"{text}.")
+    vocab, categorical = {}, {}
+    vocab["genre"], categorical["genre"] = core.encode(
+        [next((g for g in names if g != "unknown"), None) for names in genres],
+        config.min_count, config.max_vocab)
+    vocab["decade"], categorical["decade"] = core.encode(
+        [f"{y // 10 * 10}s" if y else None for y in years], config.min_count, config.max_vocab)
+    sorted_ids = np.asarray(ids, dtype=np.int64)[order]
+    catalogue = core.Catalogue(keys=[str(i) for i in sorted_ids], categorical=categorical,
+                               vocab=vocab, descriptions=descriptions)
+    return catalogue, sorted_ids
+
+
+def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
+               config: MovieLensConfig, report: RowReport
+               ) -> Tuple[core.Population, np.ndarray]:
+    """Users from the users file, or (latest layout) the ids the ratings name."""
+    if path is None:
+        keys = np.unique(user_ids)
+        names, dense, stats = core.scale_dense({}, len(keys), report, "users")
+        return core.Population([str(k) for k in keys], {}, {}, names, dense, stats), keys
+    if layout == "100k":
+        rows = read_rows(path, "users", "|", 5, config, report)
+    else:
+        rows = read_rows(path, "users", "::", 5, config, report)
+    records, seen, bad_id, duplicate, bad_value = [], set(), [], [], []
+    for number, parts in rows:
+        user = _int(parts[0])
+        if user is None:
+            bad_id.append(number)
+            continue
+        if user in seen:
+            duplicate.append(number)
+            continue
+        if layout == "100k":
+            age, gender, occupation, zip_code = parts[1], parts[2], parts[3], parts[4]
+        else:
+            gender, age, occupation, zip_code = parts[1], parts[2], parts[3], parts[4]
+            code = _int(occupation)
+            if code is None or not 0 <= code < len(OCCUPATIONS_1M):
+                bad_value.append(number)
+                occupation = ""
+            else:
+                occupation = OCCUPATIONS_1M[code]
+        age_value = _int(age)
+        if age.strip() and age_value is None:
+            bad_value.append(number)
+        seen.add(user)
+        records.append((user, age_value, gender.strip() or None,
+                        occupation.strip() or None,
+                        zip_code.strip()[: config.zip_prefix_len] or None))
+    report.drop("users.bad_id", len(bad_id), lines_where(path.name, bad_id),
+                "the user id is not an integer")
+    report.drop("users.duplicate_id", len(duplicate), lines_where(path.name, duplicate),
+                "a user id seen on an earlier line; the first is kept")
+    report.repair("users.bad_value", len(bad_value), lines_where(path.name, bad_value),
+                  "an unparsable age or occupation code: set to unknown")
+    if not records:
+        raise MovieLensDataError(f"{path}: no usable user lines")
+    records.sort(key=lambda r: r[0])
+    keys = np.asarray([r[0] for r in records], dtype=np.int64)
+    age = np.asarray([np.nan if r[1] is None else r[1] for r in records], dtype=np.float64)
+    implausible = ~np.isnan(age) & ((age < 1) | (age > 110))
+    report.repair("users.implausible_age", int(implausible.sum()),
+                  detail="outside 1..110: treated as missing")
+    age[implausible] = np.nan
+    vocab, categorical = {}, {}
+    for column, name in ((2, "gender"), (3, "occupation"), (4, "zip_prefix")):
+        vocab[name], categorical[name] = core.encode([r[column] for r in records],
+                                                     config.min_count, config.max_vocab)
+    bucket = np.searchsorted(np.asarray(AGE_EDGES), np.nan_to_num(age), side="right") + 1
+    categorical["age_bucket"] = np.where(np.isnan(age), 0, bucket).astype(np.int64)
+    vocab["age_bucket"] = [core.UNKNOWN] + [
+        f"{lo}-{hi - 1}" for lo, hi in zip((0, *AGE_EDGES), AGE_EDGES)] + [f"{AGE_EDGES[-1]}+"]
+    names, dense, stats = core.scale_dense({"age": age}, len(keys), report, "users")
+    return core.Population([str(k) for k in keys], categorical, vocab, names, dense,
+                           stats), keys
+
+
+def read_ratings(path: Path, layout: str, config: MovieLensConfig, report: RowReport
+                 ) -> Dict[str, np.ndarray]:
+    """Raw user id, movie id, rating, timestamp and line number of each usable line."""
+    if layout == "100k":
+        rows = read_rows(path, "ratings", "\t", 4, config, report)
+    elif layout == "1m":
+        rows = read_rows(path, "ratings", "::", 4, config, report)
+    else:
+        rows = read_rows(path, "ratings", ",", 4, config, report, header=True)
+    user, movie, rating, stamp, line = [], [], [], [], []
+    bad: Dict[str, List[int]] = {"bad_number": [], "rating_out_of_range": [],
+                                 "timestamp_out_of_range": []}
+    for number, parts in rows:
+        u, m, r, t = _int(parts[0]), _int(parts[1]), _float(parts[2]), _int(parts[3])
+        if u is None or m is None or r is None or t is None:
+            bad["bad_number"].append(number)
+        elif not config.min_rating <= r <= config.max_rating:
+            bad["rating_out_of_range"].append(number)
+        elif not config.min_timestamp <= t < config.max_timestamp:
+            bad["timestamp_out_of_range"].append(number)
+        else:
+            user.append(u)
+            movie.append(m)
+            rating.append(r)
+            stamp.append(t)
+            line.append(number)
+    details = {"bad_number": "user, movie, rating and timestamp must be numbers",
+               "rating_out_of_range": f"outside [{config.min_rating}, {config.max_rating}]",
+               "timestamp_out_of_range":
+                   f"outside [{config.min_timestamp}, {config.max_timestamp})"}
+    for reason, numbers in bad.items():
+        report.drop(f"ratings.{reason}", len(numbers), lines_where(path.name, numbers),
+                    details[reason])
+    return {"user": np.asarray(user, dtype=np.int64), "movie": np.asarray(movie, np.int64),
+            "rating": np.asarray(rating, dtype=np.float64),
+            "timestamp": np.asarray(stamp, dtype=np.int64),
+            "line": np.asarray(line, dtype=np.int64)}
+
+
+def link_ratings(raw: Dict[str, np.ndarray], user_keys: np.ndarray, movie_keys: np.ndarray,
+                 name: str, report: RowReport) -> core.Interactions:
+    """Raw ids -> row ids; unknown ids and duplicates are counted, then dropped."""
+    def lookup(keys, values):
+        at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+        return at, keys[at] == values
+
+    user, user_ok = lookup(user_keys, raw["user"])
+    movie, movie_ok = lookup(movie_keys, raw["movie"])
+    line = raw["line"]
+    report.drop("ratings.unknown_user", int((~user_ok).sum()),
+                lines_where(name, line[~user_ok]), "the user is not in the users file")
+    unknown_movie = user_ok & ~movie_ok
+    report.drop("ratings.unknown_movie", int(unknown_movie.sum()),
+                lines_where(name, line[unknown_movie]), "the movie is not in the movies file")
+    keep = np.flatnonzero(user_ok & movie_ok)
+    # A (user, movie) pair rated twice: the latest rating stands (ties: the later line).
+    order = keep[np.lexsort((line[keep], raw["timestamp"][keep], movie[keep], user[keep]))]
+    pair = user[order] * len(movie_keys) + movie[order]
+    last = np.r_[pair[1:] != pair[:-1], True]
+    repeated = order[~last]
+    successor = order[1:][~last[:-1]]  # the next row of the same pair
+    same = (raw["rating"][repeated] == raw["rating"][successor]) & \
+        (raw["timestamp"][repeated] == raw["timestamp"][successor])
+    # identical rows: which one stays does not matter; name the later line
+    report.drop("ratings.duplicate_row", int(same.sum()),
+                lines_where(name, np.sort(line[successor[same]])), "an exact repeat")
+    report.drop("ratings.rerated_pair", int((~same).sum()),
+                lines_where(name, np.sort(line[repeated[~same]])),
+                "the user rated the movie again later; the latest rating is kept")
+    keep = np.sort(order[last])
+    return core.Interactions(user=user[keep], item=movie[keep],
+                             timestamp=raw["timestamp"][keep], rating=raw["rating"][keep])
+
+
+def _genre_names(src: Path) -> Tuple[str, ...]:
+    """u.genre's names in index order when present (else the published list)."""
+    path = src / "u.genre"
+    if not path.is_file():
+        return GENRES_100K
+    names = {}
+    for line in path.read_text(encoding="latin-1").splitlines():
+        if "|" in line:
+            name, _, index = line.rpartition("|")
+            if index.strip().isdigit():
+                names[int(index)] = name
+    if sorted(names) != list(range(len(names))) or not names:
+        raise MovieLensDataError(f"{path}: expected lines 'name|index' with indices 0..n-1")
+    return tuple(names[i] for i in range(len(names)))
+
+
+def prepare_movielens(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                      config=None) -> Dict[str, Any]:
+    """Write a prepared directory from MovieLens files; returns its manifest.
+
+    The directory appears complete or not at all (built beside it, renamed in).
+    """
+    config = as_config(config)
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise MovieLensDataError(f"{src}: MovieLens source directory does not exist")
+    layout, paths = find_layout(src, config.layout)
+    report = RowReport(policy=config.on_bad_rows, max_bad_fraction=config.max_bad_fraction)
+    genre_names = _genre_names(src) if layout == "100k" else GENRES_100K
+    catalogue, movie_keys = read_movies(paths["movies"], layout, config, report, genre_names)
+    raw = read_ratings(paths["ratings"], layout, config, report)
+    if raw["user"].size == 0:
+        raise MovieLensDataError(f"{paths['ratings']}: no usable rating lines")
+    users, user_keys = read_users(paths["users"], layout, raw["user"], config, report)
+    inter = link_ratings(raw, user_keys, movie_keys, paths["ratings"].name, report)
+    extra = {
+        "preparer": config.to_dict(),
+        "layout": layout,
+        "source": {table: {"path": str(p.resolve()), "bytes": p.stat().st_size}
+                   for table, p in paths.items() if p is not None},
+    }
+    with atomic_output(out_dir) as tmp:
+        manifest = core.build_prepared(tmp, NAME, catalogue, users, inter,
+                                       config.split_config(), report, extra)
+    return manifest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mmf_rec.data.movielens",
+        description="Prepare MovieLens (100K, 1M, latest) ratings for mmf_rec models.")
+    parser.add_argument("--src", required=True, help="directory with the MovieLens files")
+    parser.add_argument("--out", required=True, help="directory to create")
+    defaults = MovieLensConfig()
+    for f in fields(MovieLensConfig):
+        parser.add_argument("--" + f.name.replace("_", "-"),
+                            type=type(getattr(defaults, f.name)),
+                            default=getattr(defaults, f.name))
+    args = vars(parser.parse_args(argv))
+    src, out = args.pop("src"), args.pop("out")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        prepare_movielens(src, out, MovieLensConfig.from_mapping(args, source="arguments"))
+    except (DataInputError, OSError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
