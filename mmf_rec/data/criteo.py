@@ -27,19 +27,19 @@ first line numbers. The output is built beside ``--out`` and renamed into
 place only when complete.
 """
 
-import argparse
 import gzip
 import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
 
+from mmf_rec.data.cli import reader_main
 from mmf_rec.data import interactions as core
 from mmf_rec.data import prepared as fmt
 from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where, \
@@ -494,27 +494,13 @@ _DETAILS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mmf_rec.data.criteo",
+    return reader_main(
+        argv, prog="python -m mmf_rec.data.criteo",
         description="Prepare Criteo display-advertising TSV (Kaggle or Terabyte layout) "
-                    "with DLRM's preprocessing.")
-    parser.add_argument("--src", required=True,
-                        help="train.txt (or the folder holding it), or a folder of day_N files")
-    parser.add_argument("--out", required=True, help="directory to create")
-    defaults = CriteoConfig()
-    for f in fields(CriteoConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"),
-                            type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
-    args = vars(parser.parse_args(argv))
-    src, out = args.pop("src"), args.pop("out")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        prepare_criteo(src, out, CriteoConfig.from_mapping(args, source="arguments"))
-    except (DataInputError, OSError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    return 0
-
+                    "with DLRM's preprocessing.",
+        src_help="train.txt (or the folder holding it), or a folder of day_N files",
+        config_cls=CriteoConfig, prepare=prepare_criteo,
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,7 +21,6 @@ used (an unknown article, a missing id, a duplicate catalogue entry) are
 counted in the manifest's ``dropped`` and logged.
 """
 
-import argparse
 import csv
 import logging
 import os
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mmf_rec.data.cli import reader_main
 from mmf_rec.data import prepared as fmt
 from mmf_rec.schema import PAD_ID, DenseFeature, KnowledgeField, Schema, SparseFeature
 
@@ -834,28 +834,13 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mmf_rec.data.hm",
+    return reader_main(
+        argv, prog="python -m mmf_rec.data.hm",
         description="Prepare H&M Personalized Fashion Recommendations data (Kaggle CSV "
                     "or parquet sample) for mmf_rec models.",
+        src_help="directory with articles, customers, transactions (+ images/)",
+        config_cls=HMConfig, prepare=prepare_hm,
     )
-    parser.add_argument("--src", required=True,
-                        help="directory with articles, customers, transactions (+ images/)")
-    parser.add_argument("--out", required=True, help="directory to create")
-    defaults = HMConfig()
-    for f in fields(HMConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"),
-                            type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
-    args = vars(parser.parse_args(argv))
-    src, out = args.pop("src"), args.pop("out")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        prepare_hm(src, out, HMConfig.from_mapping(args, source="arguments"))
-    except ValueError as e:
-        parser.error(str(e))
-    return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

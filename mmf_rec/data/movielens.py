@@ -26,7 +26,6 @@ decides between failing at the first one and skipping up to
 ``max_bad_fraction`` of a file.
 """
 
-import argparse
 import csv
 import io
 import logging
@@ -39,8 +38,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
+from mmf_rec.data.cli import reader_main
 from mmf_rec.data import interactions as core
-from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where
+from mmf_rec.data.report import RowReport, atomic_output, lines_where
 
 logger = logging.getLogger(__name__)
 
@@ -463,25 +463,12 @@ def prepare_movielens(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.P
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mmf_rec.data.movielens",
-        description="Prepare MovieLens (100K, 1M, latest) ratings for mmf_rec models.")
-    parser.add_argument("--src", required=True, help="directory with the MovieLens files")
-    parser.add_argument("--out", required=True, help="directory to create")
-    defaults = MovieLensConfig()
-    for f in fields(MovieLensConfig):
-        parser.add_argument("--" + f.name.replace("_", "-"),
-                            type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
-    args = vars(parser.parse_args(argv))
-    src, out = args.pop("src"), args.pop("out")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        prepare_movielens(src, out, MovieLensConfig.from_mapping(args, source="arguments"))
-    except (DataInputError, OSError) as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    return 0
-
+    return reader_main(
+        argv, prog="python -m mmf_rec.data.movielens",
+        description="Prepare MovieLens (100K, 1M, latest) ratings for mmf_rec models.",
+        src_help="directory with the MovieLens files",
+        config_cls=MovieLensConfig, prepare=prepare_movielens,
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())
