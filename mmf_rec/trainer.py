@@ -7,8 +7,14 @@
 - Speed: MMF 1.0.0rc10's loop switches on autograd anomaly detection for
   every run, a debugging aid that slows each step; here it is off unless
   ``training.detect_anomaly`` asks for it.
+- Throughput: the model step and the training loop (data included) are timed
+  and land in metrics.json as ``training_speed`` (:mod:`mmf_rec.train_speed`).
 - Extra evaluation splits: a dataset may name more held-out splits (e.g.
   cold-start items); they are evaluated after the test split.
+- Several processes, on CPU (gloo) as on CUDA (NCCL): DDP without
+  ``device_ids`` on CPU, evaluation metrics over the rows of all ranks,
+  mixed precision (``training.amp``) and the embedding tables' gradients and
+  optimizer (``optimizer.embeddings``); see :mod:`mmf_rec.distributed`.
 """
 
 import hashlib
@@ -16,13 +22,18 @@ import json
 import math
 import os
 
+import omegaconf
 import torch
 from mmf.common.registry import registry
 from mmf.trainers.base_trainer import BaseTrainer
-from mmf.utils.distributed import is_master
-from mmf.utils.general import print_model_parameters
+from mmf.utils.build import build_model
+from mmf.utils.distributed import get_world_size, is_master
+from mmf.utils.general import clip_gradients, print_model_parameters
 from mmf.utils.timer import Timer
 from omegaconf import OmegaConf
+
+from mmf_rec import distributed
+from mmf_rec.train_speed import TrainSpeed
 
 METRICS_FILE = "metrics.json"
 # Config sections that say where a run happens, not what it computes.
@@ -57,6 +68,10 @@ class KBRecTrainer(BaseTrainer):
         self.results = {}
         self.trained_updates = None
         super().load()
+        # checkpoint.resume=True goes on mid-epoch, bit for bit (mmf_rec/resume.py)
+        from mmf_rec import resume
+
+        resume.install(self)
 
     def train(self):
         self.writer.write("===== Model =====")
@@ -79,17 +94,21 @@ class KBRecTrainer(BaseTrainer):
         torch.autograd.set_detect_anomaly(bool(self.training_config.detect_anomaly))
         self.writer.write("Starting training...")
 
+        # per process: MMF splits training.batch_size across processes
+        self.train_speed = TrainSpeed(self.training_config.batch_size // get_world_size())
         should_break = False
         while self.num_updates < self.max_updates and not should_break:
             self.current_epoch += 1
             registry.register("current_epoch", self.current_epoch)
-            self.dataset_loader.seed_sampler("train", self.current_epoch)
+            distributed.set_epoch(self.train_dataset, self.current_epoch)
             if self.current_epoch > self.max_epochs:
                 break
-            for batch in self.train_loader:
+            for batch in self.train_speed.batches(self.train_loader):
                 self.current_iteration += 1
+                self.train_speed.step_started()
                 report = self._forward_pass(batch)
                 self._backward(self._extract_loss(report))
+                self.train_speed.step_done()
                 should_break = self._logistics(report)
                 if self.num_updates >= self.max_updates:
                     should_break = True
@@ -98,6 +117,12 @@ class KBRecTrainer(BaseTrainer):
         self.trained_updates = self.num_updates
         self.finalize()
         self.write_metrics()
+
+    def predict(self, dataset_type):
+        """mmf_predict: per-(user, item) scores to a file (mmf_rec/predict.py)."""
+        from mmf_rec.predict import write_predictions
+
+        write_predictions(self, dataset_type)
 
     def _inference_run(self, dataset_type):
         super()._inference_run(dataset_type)
@@ -108,7 +133,14 @@ class KBRecTrainer(BaseTrainer):
             self._evaluate_extra_splits()
 
     def evaluate(self, loader, use_tqdm=False, single_batch=False):
-        report, meter = super().evaluate(loader, use_tqdm, single_batch)
+        gathered = isinstance(self.metrics, distributed.GatheredMetrics)
+        if gathered:
+            self.metrics.rows = None if single_batch else distributed.rows_of(loader)
+        try:
+            report, meter = super().evaluate(loader, use_tqdm, single_batch)
+        finally:
+            if gathered:
+                self.metrics.rows = None
         self._last_meter = meter
         return report, meter
 
@@ -127,8 +159,9 @@ class KBRecTrainer(BaseTrainer):
                 extra = dataset.for_split(split)
                 loader = torch.utils.data.DataLoader(
                     extra,
-                    batch_size=self.config.training.batch_size,
+                    batch_size=self.test_loader.loaders[0].batch_size,
                     shuffle=False,
+                    sampler=distributed.eval_sampler(extra),
                     collate_fn=self.test_loader.loaders[0].collate_fn,
                 )
                 loader.dataset_type = "test"
@@ -141,7 +174,8 @@ class KBRecTrainer(BaseTrainer):
                 self.results[split] = metrics
 
     def write_metrics(self):
-        if not is_master() or not self.results:
+        speed = self.train_speed.summary() if getattr(self, "train_speed", None) else None
+        if not is_master() or not (self.results or speed):
             return
         save_dir = self.config.env.save_dir
         os.makedirs(save_dir, exist_ok=True)
@@ -152,9 +186,95 @@ class KBRecTrainer(BaseTrainer):
             "trained_updates": self.trained_updates,
             "config_fingerprint": config_fingerprint(self.config),
         }
+        if speed is not None:
+            payload["training_speed"] = speed
         path = os.path.join(save_dir, METRICS_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
         os.replace(tmp, path)
         self.writer.write(f"Wrote final metrics to {path}")
+
+    # -- several processes, mixed precision, embedding gradients ----------------
+    # (mmf_rec/distributed.py; MMF rc10 runs processes only on CUDA devices)
+    def _set_device(self):
+        super()._set_device()
+        if not distributed.uses_cuda(self.config):
+            self.device = torch.device("cpu")
+            registry.register("current_device", self.device)
+
+    def load_model_and_optimizer(self):
+        """BaseTrainer's, plus the embedding tables' dtype, gradients and optimizer."""
+        attributes = self.config.model_config[self.config.model]
+        if isinstance(attributes, str):
+            attributes = self.config.model_config[attributes]
+        with omegaconf.open_dict(attributes):
+            attributes.model = self.config.model
+        self.model = build_model(attributes)
+        if "cuda" in str(self.device):
+            name = torch.cuda.get_device_name(self.device)
+            self.writer.write(f"CUDA Device {self.config.distributed.rank} is: {name}",
+                              log_all=True)
+            registry.register("global_device", self.config.distributed.rank)
+        self.model = self.model.to(self.device)
+
+        self.amp = distributed.MixedPrecision(self.config, self.device)
+        if self.amp.enabled and self.amp.embedding_dtype != torch.float32:
+            distributed.cast_embedding_tables(self.model, self.amp.embedding_dtype)
+        self.writer.write(self.amp.describe())
+        if distributed.embedding_gradients(self.model, self.config) == "sparse":
+            distributed.use_sparse_gradients(self.model)
+        # (a model config may have asked for sparse gradients itself)
+        self.sparse_tables = distributed.sparse_gradient_tables(self.model)
+        self.optimizer = distributed.build_optimizer(self.model, self.config, self.sparse_tables)
+        if self.sparse_tables:
+            mb = distributed.table_bytes(self.model) / 2**20
+            self.writer.write(f"embedding tables ({mb:.2f} MiB): sparse gradients for "
+                              f"{len(self.sparse_tables)} matrices, optimizer {self.optimizer!r}")
+
+        registry.register("data_parallel", False)
+        registry.register("distributed", False)
+        self.load_extras()
+        self.parallelize_model()
+
+    def parallelize_model(self):
+        if not self.distributed:
+            super().parallelize_model()
+            return
+        registry.register("distributed", True)
+        named = dict(self.model.named_parameters())
+        # DDP only recognises sparse gradients inside nn.Embedding modules
+        self._ddp_ignored = [named[n] for n in self.sparse_tables]
+        self.model = distributed.wrap_ddp(
+            self.model, self.device,
+            find_unused_parameters=self.config.training.find_unused_parameters,
+            ignore=self.sparse_tables,
+        )
+
+    def load_metrics(self):
+        super().load_metrics()
+        if get_world_size() > 1:
+            self.metrics = distributed.GatheredMetrics(self.metrics)
+
+    def _forward_pass(self, batch):
+        with self.amp.autocast():
+            return super()._forward_pass(batch)
+
+    def _backward(self, loss):
+        scaler = self.amp.scaler
+        self.optimizer.zero_grad()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.distributed and self._ddp_ignored:
+            distributed.all_reduce_gradients(self._ddp_ignored)
+        if self.should_clip_gradients:
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
+            clip_gradients(self.model, self.num_updates, self.tb_writer, self.config)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self._run_scheduler()
+        self.num_updates += 1
+        self.profile("Backward time")

@@ -59,6 +59,14 @@ def test_metrics_json_has_every_split(trained):
     assert len(metrics["config_fingerprint"]) == 16
 
 
+def test_metrics_json_has_the_training_speed(trained):
+    metrics, _, _ = trained
+    speed = metrics["training_speed"]
+    assert speed["updates_timed"] == 160 - 5  # all but the warm-up updates
+    assert speed["step_ms_median"] > 0 and speed["fetch_ms_median"] >= 0
+    assert speed["loop_samples_per_s"] > 0 and speed["model_samples_per_s"] > 0
+
+
 def test_dlrm_learns_on_warm_items(trained):
     metrics, _, _ = trained
     for split in ("val", "test"):

@@ -193,8 +193,18 @@ def after_import():
     supply_default_config()
     read_model_and_dataset_from_user_config()
     set_mapping_values_from_the_command_line()
+    decode_yaml_booleans_on_the_command_line()
     register_plugins_with_mmf_imports()
     trust_own_checkpoints()
+    # checkpoints: exact resume, and the model zoo (mmf_rec.resume, mmf_rec.zoo)
+    resume_training_exactly()
+    load_zoo_models_by_key()
+    # several processes, on CPU too (mmf_rec.distributed)
+    ranks_without_nccl()
+    initialise_processes_on_cpu_too()
+    shard_data_by_rank()
+    write_config_on_rank_zero_only()
+    patch_mmf_cli_run(sys.modules.get("mmf_cli.run"))
 
 
 @_once
@@ -279,6 +289,25 @@ def read_model_and_dataset_from_user_config():
 
 
 @_once
+def decode_yaml_booleans_on_the_command_line():
+    """``key=false`` on the command line: rc10 decodes values with Python's
+    literal_eval, so yaml's ``false`` / ``true`` / ``null`` stay strings, and
+    the string ``'false'`` is truthy. Decode them as the yaml files would."""
+    from mmf.utils.configuration import Configuration
+
+    original = Configuration._decode_value
+    words = {"true": True, "false": False, "null": None, "~": None}
+
+    @functools.wraps(original)
+    def _decode_value(self, value):
+        if isinstance(value, str) and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        return original(self, value)
+
+    Configuration._decode_value = _decode_value
+
+
+@_once
 def set_mapping_values_from_the_command_line():
     """``key={'a': 1}`` on the command line: rc10 walks into the existing
     mapping at ``key`` and sets nothing, silently. Set the value instead."""
@@ -352,3 +381,265 @@ def trust_own_checkpoints():
         return torch.load(file, map_location=device, weights_only=False)
 
     Checkpoint._torch_load = _torch_load
+
+
+# -- several processes (the code is in mmf_rec.distributed) --------------------------
+def _rebind(module, name, new):
+    """Replace ``module.name`` and every copy that MMF's loaded modules
+    imported with ``from module import name``."""
+    old = getattr(module, name)
+    setattr(module, name, new)
+    for loaded in list(sys.modules.values()):
+        if getattr(loaded, "__name__", "").startswith(("mmf.", "mmf_cli.")):
+            if loaded.__dict__.get(name) is old:
+                setattr(loaded, name, new)
+
+
+@_once
+def ranks_without_nccl():
+    """rc10 reports rank 0 of 1 whenever torch lacks NCCL (CPU-only builds),
+    even inside a gloo process group: every process would think it is the
+    master, log and write checkpoints. Ask torch.distributed itself there."""
+    import torch.distributed as dist
+
+    import mmf.utils.distributed as mmf_dist
+
+    if not dist.is_available() or dist.is_nccl_available():
+        return
+
+    def initialized():
+        return dist.is_available() and dist.is_initialized()
+
+    def get_rank():
+        return dist.get_rank() if initialized() else 0
+
+    def get_world_size():
+        return dist.get_world_size() if initialized() else 1
+
+    def is_master():
+        return get_rank() == 0
+
+    def synchronize():
+        if initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+
+    for name, fn in (("get_rank", get_rank), ("get_world_size", get_world_size),
+                     ("is_master", is_master), ("synchronize", synchronize)):
+        _rebind(mmf_dist, name, fn)
+
+
+@_once
+def initialise_processes_on_cpu_too():
+    """rc10's distributed_init runs a CUDA all-reduce and takes the backend
+    as configured (nccl): CPU processes need gloo and a CPU tensor, and
+    torchrun's processes their LOCAL_RANK device."""
+    import mmf.utils.distributed as mmf_dist
+
+    from mmf_rec import distributed
+
+    _rebind(mmf_dist, "distributed_init", distributed.distributed_init)
+
+
+@_once
+def shard_data_by_rank():
+    """Training rows: a seeded shard per rank, reseeded each epoch; evaluation
+    rows: in-order shards that the kbrec trainer gathers back (rc10 shuffles
+    validation shards, so they cannot be put back in order)."""
+    import mmf.utils.build as build
+
+    from mmf_rec import distributed
+
+    original = build._add_extra_args_for_dataloader
+
+    @functools.wraps(original)
+    def _add_extra_args_for_dataloader(dataset_instance, other_args=None):
+        other_args = original(dataset_instance, other_args)
+        return distributed.dataloader_args(dataset_instance, other_args)
+
+    build._add_extra_args_for_dataloader = _add_extra_args_for_dataloader
+
+
+@_once
+def write_config_on_rank_zero_only():
+    """Every rank's Checkpoint writes <save_dir>/config.yaml in rc10; only rank 0 writes files."""
+    from mmf.utils.checkpoint import Checkpoint
+
+    original = Checkpoint.save_config
+
+    @functools.wraps(original)
+    def save_config(self):
+        from mmf.utils.distributed import is_master
+
+        if is_master():
+            original(self)
+
+    Checkpoint.save_config = save_config
+
+
+def patch_mmf_cli_run(module):
+    """``mmf_run`` with ``distributed.world_size`` > 1 asserts that many CUDA
+    devices in rc10: put mmf_rec's launcher in place of ``mmf_cli.run.run``.
+
+    Called by the compat hook once ``mmf_cli.run`` has loaded (it imports
+    mmf, and so these patches, before it defines ``run``), or from
+    :func:`after_import` when it was loaded already.
+    """
+    if module is None or not hasattr(module, "run"):
+        return
+    if getattr(module.run, "__module__", None) == "mmf_rec.distributed":
+        return
+    from mmf_rec import distributed
+
+    module.run = distributed.run
+    if hasattr(module, "distributed_init"):
+        module.distributed_init = distributed.distributed_init
+
+
+# -- checkpoints: exact resume and the model zoo ---------------------------------------
+# (the code is in mmf_rec.resume and mmf_rec.zoo; these only hook it into MMF)
+@_once
+def resume_training_exactly():
+    """rc10's checkpoint.resume=True restarts the interrupted epoch from a new
+    random state and forgets where early stopping was, and a run killed while
+    a checkpoint is written leaves a truncated file. Checkpoints here are
+    written atomically and carry what an exact resume needs
+    (:mod:`mmf_rec.resume`); loading one hands that to the trainer."""
+    import io
+
+    import torch
+    import mmf.utils.distributed as mmf_dist
+    from mmf.trainers.base_trainer import BaseTrainer
+    from mmf.utils.checkpoint import Checkpoint
+    from omegaconf import OmegaConf
+
+    from mmf_rec import resume
+
+    def save(self, update, iteration=None, update_best=False):
+        if not mmf_dist.is_master():
+            return
+        if not iteration:
+            iteration = update
+        trainer = self.trainer
+        model = trainer.model
+        if registry_get("data_parallel") is True or registry_get("distributed") is True:
+            model = model.module
+        early_stopping = trainer.early_stopping
+        ckpt = {
+            "model": model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "best_iteration": early_stopping.best_monitored_iteration,
+            "current_iteration": iteration,
+            "current_epoch": trainer.current_epoch,
+            "num_updates": update,
+            "best_update": early_stopping.best_monitored_update,
+            "best_metric_value": early_stopping.best_monitored_value,
+            "config": OmegaConf.to_container(self.config, resolve=True),
+            resume.STATE_KEY: resume.training_state(trainer, update),
+        }
+        if self.git_repo:
+            ckpt.update(self._get_vcs_fields())
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        data = buffer.getvalue()
+        paths = [os.path.join(self.models_foldername, "model_%d.ckpt" % update)]
+        if update_best:
+            paths.append(os.path.join(self.ckpt_foldername, self.ckpt_prefix + "best.ckpt"))
+        paths.append(os.path.join(self.ckpt_foldername, self.ckpt_prefix + "current.ckpt"))
+        for path in paths:  # a killed run leaves the previous file, never half a file
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+
+    def registry_get(name):
+        from mmf.common.registry import registry
+
+        return registry.get(name, no_warning=True)
+
+    Checkpoint.save = save
+
+    original_load_counts = Checkpoint._load_counts
+
+    @functools.wraps(original_load_counts)
+    def _load_counts(self, ckpt):
+        original_load_counts(self, ckpt)
+        resume.remember_loaded(self, ckpt)
+
+    Checkpoint._load_counts = _load_counts
+
+    original_load = Checkpoint._load
+
+    @functools.wraps(original_load)
+    def _load(self, *args, **kwargs):
+        result = original_load(self, *args, **kwargs)
+        self.trainer._mmf_rec_checkpoint_loaded = True  # mmf_predict warns without
+        return result
+
+    Checkpoint._load = _load
+
+    original_validation = BaseTrainer._try_full_validation
+
+    @functools.wraps(original_validation)
+    def _try_full_validation(self, force=False):
+        self._mmf_rec_validating = True
+        try:
+            return original_validation(self, force)
+        finally:
+            self._mmf_rec_validating = False
+
+    BaseTrainer._try_full_validation = _try_full_validation
+
+
+@_once
+def load_zoo_models_by_key():
+    """``checkpoint.resume_zoo=kbrec.<model>.<name>`` and
+    ``Model.from_pretrained("kbrec....")``: mmf_rec's zoo keys load offline,
+    from local files, checked against the data (:mod:`mmf_rec.zoo`). Every
+    other key goes to MMF's own zoo and loader as before."""
+    import mmf.models.base_model as base_model
+    import mmf.utils.checkpoint as checkpoint
+    import mmf.utils.download as download
+
+    from mmf_rec import zoo
+
+    original_download = download.download_pretrained_model
+
+    @functools.wraps(original_download)
+    def download_pretrained_model(model_name, *args, **kwargs):
+        if zoo.owns(model_name):
+            return str(zoo.fetch(model_name))
+        return original_download(model_name, *args, **kwargs)
+
+    _rebind(download, "download_pretrained_model", download_pretrained_model)
+
+    original_load = checkpoint.load_pretrained_model
+
+    @functools.wraps(original_load)
+    def load_pretrained_model(model_name_or_path, *args, **kwargs):
+        if zoo.owns(model_name_or_path):
+            return zoo.load_pretrained_model(model_name_or_path)
+        return original_load(model_name_or_path, *args, **kwargs)
+
+    _rebind(checkpoint, "load_pretrained_model", load_pretrained_model)
+
+    original_from_zoo = checkpoint.Checkpoint._load_from_zoo
+
+    @functools.wraps(original_from_zoo)
+    def _load_from_zoo(self, file):
+        config = self.trainer.config.checkpoint
+        if zoo.owns(file) and not config.zoo_config_override:
+            state = zoo.load_for_trainer(self.trainer, file)
+            return self.upgrade_state_dict(state), True
+        return original_from_zoo(self, file)
+
+    checkpoint.Checkpoint._load_from_zoo = _load_from_zoo
+
+    original_from_pretrained = base_model.BaseModel.from_pretrained.__func__
+
+    @functools.wraps(original_from_pretrained)
+    def from_pretrained(cls, model_name, *args, **kwargs):
+        if zoo.owns(model_name):
+            return zoo.from_pretrained(cls, model_name, *args, **kwargs)
+        return original_from_pretrained(cls, model_name, *args, **kwargs)
+
+    base_model.BaseModel.from_pretrained = classmethod(from_pretrained)

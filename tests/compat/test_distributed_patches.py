@@ -1,0 +1,148 @@
+"""The compat layer's multi-process patches and mmf_rec.distributed's pieces."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mmf_rec.compat
+
+mmf_rec.compat.apply()
+
+from mmf_rec import distributed  # noqa: E402
+
+
+def run_python(code):
+    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd="/", env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_mmf_run_gets_the_launcher_that_runs_cpu_processes():
+    """As the ``mmf_run`` script does it: mmf_cli.run imports mmf (and so the
+    patches) before it defines ``run``; the hook swaps it in afterwards."""
+    result = run_python(
+        """
+        from mmf_cli.run import run, distributed_init
+        import mmf.utils.distributed as d
+        import mmf.utils.build as b
+        print(run.__module__, distributed_init.__module__, d.distributed_init.__module__,
+              b._add_extra_args_for_dataloader.__wrapped__.__module__)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["mmf_rec.distributed"] * 3 + ["mmf.utils.build"]
+
+
+def test_backend_follows_the_device():
+    from omegaconf import OmegaConf
+
+    def config(device, backend):
+        return OmegaConf.create({"training": {"device": device},
+                                 "distributed": {"backend": backend}})
+
+    assert distributed.backend_for(config("cpu", None)) == "gloo"
+    assert distributed.backend_for(config("cpu", "nccl")) == "gloo"  # nccl needs CUDA
+    assert not distributed.uses_cuda(config("cpu", None))
+    expected = "nccl" if torch.cuda.is_available() else "gloo"
+    assert distributed.backend_for(config("cuda", None)) == expected
+
+
+GLOO_SCRIPT = """
+import os, sys
+import torch, torch.distributed as dist
+from mmf_rec import distributed
+
+def worker(rank, world, port):
+    dist.init_process_group("gloo", init_method=f"tcp://localhost:{port}",
+                            world_size=world, rank=rank)
+    # evaluation: 7 rows in in-order shards, gathered back in order, padding dropped
+    rows = torch.arange(7)
+    shard = list(distributed.eval_sampler(rows))
+    assert len(shard) == 4, shard
+    got = distributed.gather_rows(rows[shard].float().unsqueeze(1) * 10, rows=7)
+    assert got.squeeze(1).tolist() == [0, 10, 20, 30, 40, 50, 60], got
+    # unequal shards without a size: the ranks' rows one after another
+    mine = torch.arange(rank + 1)
+    assert distributed.gather_rows(mine).tolist() == [0, 0, 1]
+    # sparse row gradients, averaged over ranks and kept sparse
+    table = torch.nn.Parameter(torch.zeros(5, 2))
+    picked = torch.tensor([[1, 3]]) if rank == 0 else torch.tensor([[3]])
+    table.grad = torch.sparse_coo_tensor(picked, torch.ones(picked.shape[1], 2), (5, 2))
+    distributed.all_reduce_gradients([table])
+    assert table.grad.is_sparse
+    assert table.grad.to_dense()[:, 0].tolist() == [0, 0.5, 0, 1, 0], table.grad
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    port = distributed._free_port()
+    torch.multiprocessing.start_processes(worker, args=(2, port), nprocs=2,
+                                          start_method="fork")
+    print("ok")
+"""
+
+
+def test_gather_and_sparse_gradients_across_two_gloo_processes(tmp_path):
+    script = tmp_path / "gloo_check.py"
+    script.write_text(GLOO_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_combined_optimizer_steps_and_checkpoints_both():
+    dense = torch.nn.Linear(2, 1)
+    table = torch.nn.Embedding(4, 2, sparse=True)
+    opt = distributed.CombinedOptimizer([
+        torch.optim.Adam(dense.parameters(), lr=0.1),
+        torch.optim.SparseAdam(table.parameters(), lr=0.1),
+    ])
+    assert len(opt.param_groups) == 2
+    before = table.weight.detach().clone()
+    loss = dense(table(torch.tensor([1, 2]))).sum()
+    loss.backward()
+    opt.step()
+    changed = (table.weight.detach() != before).any(1).tolist()
+    assert changed == [False, True, True, False]  # only the rows looked up
+    state = opt.state_dict()
+    fresh = distributed.CombinedOptimizer([
+        torch.optim.Adam(dense.parameters(), lr=0.1),
+        torch.optim.SparseAdam(table.parameters(), lr=0.1),
+    ])
+    fresh.load_state_dict(state)
+    assert fresh.state_dict()["optimizers"][1]["state"].keys() == state["optimizers"][1]["state"].keys()
+    with pytest.raises(ValueError, match="reset.optimizer"):
+        fresh.load_state_dict(torch.optim.Adam(dense.parameters()).state_dict())
+    # MMF's schedulers take it as an optimizer
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.05]
+    del scheduler
+
+
+def test_embedding_gradients_auto_follows_table_size():
+    from omegaconf import OmegaConf
+
+    def config(gradients):
+        return OmegaConf.create({"optimizer": {"type": "Adam", "params": {"lr": 0.01},
+                                               "embeddings": {"gradients": gradients,
+                                                              "auto_mb": 4}}})
+
+    small, large = torch.nn.Embedding(1000, 16), torch.nn.Embedding(70_000, 16)  # 4.3 MiB
+    assert distributed.embedding_gradients(small, config("auto")) == "dense"
+    assert distributed.embedding_gradients(large, config("auto")) == "sparse"
+    assert distributed.embedding_gradients(large, config("dense")) == "dense"
+    with pytest.raises(ValueError, match="gradients"):
+        distributed.embedding_gradients(small, config("sometimes"))
+    model = torch.nn.Sequential(large, torch.nn.Linear(16, 1))
+    tables = distributed.use_sparse_gradients(model)
+    assert tables == ["0.weight"] and large.sparse
+    optimizer = distributed.build_optimizer(model, config("sparse"), tables)
+    assert [type(o).__name__ for o in optimizer.optimizers] == ["Adam", "SparseAdam"]
+    assert optimizer.optimizers[1].param_groups[0]["params"] == [large.weight]

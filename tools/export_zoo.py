@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Publish a trained run in mmf_rec's model zoo.
+
+    python tools/export_zoo.py --run save/kbrec_dlrm --key kbrec.dlrm.synthetic
+
+packages the run's config, its best weights (``--checkpoint current`` for the
+last ones) and fingerprints of the data it was trained on (schema,
+vocabularies, item knowledge cache) into ``<out>/<key>.tar.gz`` (MMF's zoo
+layout, with its sha256), and adds or updates ``<key>`` in mmf_rec's zoo file
+(``configs/zoo/models.yaml``, or ``--zoo FILE``). Load it back with
+``mmf_run config=... checkpoint.resume_zoo=<key> run_type=test`` or
+``registry.get_model_class(<model>).from_pretrained(<key>)``; with ``--zoo``,
+set ``MMF_REC_MODEL_ZOO=FILE`` for those.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="the run's env.save_dir")
+    parser.add_argument("--key", required=True, help="kbrec.<model>.<name>")
+    parser.add_argument("--out", default=None,
+                        help="directory for the archive (default: <run>/zoo)")
+    parser.add_argument("--zoo", default=None,
+                        help="zoo file to update (default: $MMF_REC_MODEL_ZOO or "
+                             "mmf_rec's configs/zoo/models.yaml)")
+    parser.add_argument("--checkpoint", choices=("best", "current"), default="best")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import mmf  # noqa: F401  (arms mmf_rec's compat patches and registrations)
+
+    from mmf_rec import zoo
+
+    try:
+        result = zoo.export(args.run, args.key, out_dir=args.out, zoo_file=args.zoo,
+                            checkpoint=args.checkpoint)
+    except (zoo.ZooError, ValueError, OSError) as e:
+        print(f"export_zoo: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: result[k] for k in ("key", "archive", "sha256", "zoo_file")},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
