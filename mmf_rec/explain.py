@@ -43,7 +43,6 @@ convergence ``delta`` (sum of attributions minus that difference).
 """
 
 import math
-import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,68 +78,16 @@ class Run:
 
 
 def load_run(save_dir: Union[str, Path], data_dir: Optional[str] = None) -> Run:
-    """Rebuild the ``dlrm_mm`` model of an ``mmf_run`` save dir in eval mode.
-
-    Reads ``config.yaml`` and the weights of ``<model>_final.pth`` (the
-    evaluated best checkpoint), else ``best.ckpt`` (its ``"model"`` state),
-    else ``current.ckpt``. The run's dataset builder publishes the schema and
-    data root to MMF's registry first, as in ``mmf_run``; ``data_dir``
-    replaces the run's ``env.data_dir`` (prepared data moved since).
-    """
-    import mmf_rec
-    import mmf_rec.compat
-
-    mmf_rec.compat.apply()
-    mmf_rec.setup_imports()
-    from mmf.common.registry import registry
-    from mmf.utils.build import build_model
-    from omegaconf import OmegaConf, open_dict
-
+    """The ``dlrm_mm`` ranker of an ``mmf_run`` save dir, in eval mode, with its
+    prepared data (:func:`mmf_rec.runs.load_run`; ``data_dir`` replaces the
+    run's data dir when the prepared data moved since)."""
     from mmf_rec.data.prepared import load_prepared
+    from mmf_rec.runs import load_run as load
 
-    save_dir = Path(save_dir)
-    config_file = save_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{save_dir}: no config.yaml; give an mmf_run env.save_dir")
-    config = OmegaConf.load(str(config_file))
-    model_name = str(config.model)
-    if model_name != "dlrm_mm":
-        raise ValueError(f"{save_dir}: explanations need a dlrm_mm run, not '{model_name}'")
-    candidates = [save_dir / f"{model_name}_final.pth", save_dir / "best.ckpt",
-                  save_dir / "current.ckpt"]
-    checkpoint = next((c for c in candidates if c.is_file()), None)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{save_dir}: none of {[c.name for c in candidates]} exists")
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-    dataset_name = str(config.datasets).split(",")[0]
-    dataset_config = config.dataset_config[dataset_name]
-    with open_dict(dataset_config):
-        dataset_config.verify_checksums = False
-        if data_dir is not None:
-            dataset_config.data_dir = str(data_dir)
-    registry.register("config", config)
-    builder = registry.get_builder_class(dataset_name)()
-    builder.update_registry_for_model(dataset_config)
-    attributes = config.model_config[model_name]
-    text_encoder = attributes.get("text_encoder") or {}
-    if (text_encoder.get("params") or {}).get("random_init"):
-        warnings.warn(f"{save_dir}: the text backbone was randomly initialised and is not "
-                      "saved with the run; the rebuilt model reads other text features")
-    with open_dict(attributes):
-        attributes.model = model_name
-    model = build_model(attributes)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{checkpoint}: does not fit the model built from its config "
-                         f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
-    model.eval()
-    root = registry.get(f"{dataset_name}_root")
-    data = load_prepared(root, verify_checksums=False, check_id_ranges=False)
-    return Run(model, config, data, dataset_name, save_dir, checkpoint)
+    loaded = load(save_dir, expect_model="dlrm_mm", data_dir=data_dir)
+    data = load_prepared(loaded.data_root, verify_checksums=False, check_id_ranges=False)
+    return Run(loaded.model, loaded.config, data, loaded.dataset_name, Path(save_dir),
+               loaded.weights)
 
 
 def user_sample(data, user_id: int, split: str = "test") -> Dict[str, Tensor]:

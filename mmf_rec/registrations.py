@@ -5,6 +5,6 @@ MMF finds plugins through imports; the compat layer calls
 because mmf_rec is installed, whatever ``env.user_dir`` says.
 """
 
-from mmf_rec import encoders, metrics, models, trainer  # noqa: F401
+from mmf_rec import encoders, metrics, models, ranking_metrics, trainer  # noqa: F401
 from mmf_rec.processors import image, text  # noqa: F401
 from mmf_rec.data import builder  # noqa: F401

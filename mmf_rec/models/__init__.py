@@ -1,1 +1,1 @@
-from mmf_rec.models import dlrm, dlrm_mm  # noqa: F401
+from mmf_rec.models import dlrm, dlrm_mm, two_tower  # noqa: F401

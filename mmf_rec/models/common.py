@@ -9,6 +9,11 @@ from torch import Tensor, nn
 from mmf_rec.schema import Schema, SchemaError
 
 
+def node_params(node) -> Dict:
+    """A config node (e.g. an encoder's ``params``) as a plain dict; None -> {}."""
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
 def _run_datasets():
     config = registry.get("config")
     return str(config.datasets).split(",") if config is not None else []

@@ -17,27 +17,26 @@ one batched call.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
 from mmf.common.registry import registry
 from mmf.models.base_model import BaseModel
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from mmf_rec.data.prepared import load_prepared
 from mmf_rec.encoders.dense import mlp
 from mmf_rec.interaction import dot_interaction, dot_interaction_size, masked_mean, maxsim
-from mmf_rec.knowledge_cache import source_fingerprint
 from mmf_rec.models.common import (
     build_bottom_mlp,
     build_encoder,
+    node_params,
     dataset_root,
     dataset_schema,
     sparse_inputs,
 )
-from mmf_rec.models.knowledge import ItemKnowledge
+from mmf_rec.models.knowledge import build_item_knowledge
 from mmf_rec.paths import config_path
 from mmf_rec.schema import PAD_ID
 
@@ -73,10 +72,6 @@ class Side:
         return zip(self.tokens.split(self.group_sizes, 1), self.mask.split(self.group_sizes, 1))
 
 
-def _params(node) -> Dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
 @registry.register_model("dlrm_mm")
 class DLRMMultimodal(BaseModel):
     def __init__(self, config):
@@ -103,7 +98,7 @@ class DLRMMultimodal(BaseModel):
         if not self.item_features:
             raise ValueError("dlrm_mm: the schema declares no item-side sparse feature")
 
-        sparse = _params(config.sparse_encoder.get("params"))
+        sparse = node_params(config.sparse_encoder.get("params"))
         sparse["embedding_dim"] = dim
         # Per-feature tables go to the side that encodes the feature (each
         # encoder rejects tables for features it does not encode).
@@ -129,7 +124,7 @@ class DLRMMultimodal(BaseModel):
 
         self.modalities = [m for m in MODALITIES if config.modalities.get(m)]
         self.knowledge = nn.ModuleDict(
-            {m: self._build_knowledge(m, data, dim) for m in self.modalities}
+            {m: build_item_knowledge(config, m, data, dim) for m in self.modalities}
         )
 
         user_groups = 1 + len(self.user_features) + len(self.history_modalities)
@@ -175,37 +170,6 @@ class DLRMMultimodal(BaseModel):
         if not self.history_feature:
             return 0
         return self.schema.sparse_feature(self.history_feature).max_len
-
-    def _build_knowledge(self, modality: str, data, dim: int) -> ItemKnowledge:
-        settings = self.config[f"{modality}_encoder"]
-        params = {**_params(settings.get("params")), "out_dim": dim}
-        encoder = build_encoder(settings.type, params)
-        cache = self.config.knowledge_cache
-        num_items = data.items.rows
-        if modality == "text":
-            from mmf_rec.processors.text import TextTokenizerProcessor
-
-            descriptions = data.descriptions()
-            tokenizer = TextTokenizerProcessor(encoder.processor_config()["params"])
-            inputs_for = lambda ids: tokenizer.tokenize([descriptions[i] for i in ids.tolist()])  # noqa: E731
-            source_key = source_fingerprint([], extra=descriptions)
-        else:
-            from mmf_rec.processors.image import ImageProcessor
-
-            paths = [data.image_path(i) for i in range(num_items)]
-            loader = ImageProcessor(encoder.processor_params())
-            inputs_for = lambda ids: loader.load_batch([paths[i] for i in ids.tolist()])  # noqa: E731
-            source_key = source_fingerprint(paths)
-        knowledge = ItemKnowledge(
-            modality, encoder, inputs_for, num_items,
-            use_cache=bool(cache.enabled),
-            cache_dir=cache.dir or str(data.root / "knowledge_cache"),
-            source_key=source_key,
-            batch_size=int(cache.batch_size),
-        )
-        if modality == "image":
-            loader.report(log=True)  # placeholders for missing / unreadable photos
-        return knowledge
 
     # -- the two sides ----------------------------------------------------------------
     def encode_users(self, sample_list) -> Side:

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from mmf_rec.encoders.tokens import TokenEncoder
 from mmf_rec.interaction import masked_mean
-from mmf_rec.knowledge_cache import as_tensors, build_or_load
+from mmf_rec.knowledge_cache import as_tensors, build_or_load, source_fingerprint
+from mmf_rec.models.common import build_encoder, node_params
 
 
 class ItemKnowledge(nn.Module):
@@ -92,3 +93,42 @@ class ItemKnowledge(nn.Module):
         valid = valid & present
         vectors = self._project(vectors) * valid.unsqueeze(-1).to(vectors.dtype)
         return vectors.reshape(*shape, -1), valid.reshape(shape)
+
+
+def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge:
+    """One modality's ItemKnowledge from a model config (``<modality>_encoder``,
+    ``knowledge_cache``); every model builds it here, so models with the same
+    encoder settings share knowledge-cache entries."""
+    settings = config[f"{modality}_encoder"]
+    params = {**node_params(settings.get("params")), "out_dim": dim}
+    encoder = build_encoder(settings.type, params)
+    cache = config.knowledge_cache
+    num_items = data.items.rows
+    if modality == "text":
+        from mmf_rec.processors.text import TextTokenizerProcessor
+
+        descriptions = data.descriptions()
+        tokenizer = TextTokenizerProcessor(encoder.processor_config()["params"])
+
+        def inputs_for(ids):
+            return tokenizer.tokenize([descriptions[i] for i in ids.tolist()])
+        source_key = source_fingerprint([], extra=descriptions)
+    else:
+        from mmf_rec.processors.image import ImageProcessor
+
+        paths = [data.image_path(i) for i in range(num_items)]
+        loader = ImageProcessor(encoder.processor_params())
+
+        def inputs_for(ids):
+            return loader.load_batch([paths[i] for i in ids.tolist()])
+        source_key = source_fingerprint(paths)
+    knowledge = ItemKnowledge(
+        modality, encoder, inputs_for, num_items,
+        use_cache=bool(cache.enabled),
+        cache_dir=cache.dir or str(data.root / "knowledge_cache"),
+        source_key=source_key,
+        batch_size=int(cache.batch_size),
+    )
+    if modality == "image":
+        loader.report(log=True)
+    return knowledge
