@@ -1,0 +1,292 @@
+"""Open-loop load on the recommendation service: Poisson arrivals at a rate.
+
+    python tools/loadgen.py --url http://127.0.0.1:8000 --rate 100 --requests 2000
+    python tools/loadgen.py --url http://127.0.0.1:8000 --sweep 25,50,100,200 --target-p99-ms 50
+    # start the service itself, once per batching setting, and sweep each:
+    python tools/loadgen.py --retriever save/kbrec_two_tower --ranker save/kbrec_dlrm_mm \\
+        --batching 1:0 16:5 --sweep 25,50,100,200,400 --out results/serving_sweep.json
+
+Each request is ``GET /recommend?user=U&k=K`` for a user drawn uniformly from
+the service's known users (``/users``), on a fresh connection, sent at its
+scheduled arrival time whatever the state of earlier requests (open loop).
+Latency is measured from the scheduled arrival, so a generator or server
+that falls behind shows up in the latency instead of lowering the offered
+rate. A run stops after ``--requests`` arrivals or ``--duration`` seconds,
+whichever comes first, then waits up to ``--timeout`` for the last answers.
+
+Reported: p50 / p95 / p99 latency of the successful requests, errors, the
+achieved QPS (answers per second over the run), and, from the service's
+``/metrics``, the mean batch size. ``--sweep`` runs the rates in order and
+reports the latency-bounded throughput: the highest achieved QPS of a rate
+whose p99 is under ``--target-p99-ms`` with no errors and at least 95% of
+the offered rate achieved.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: List[float], q: float) -> Optional[float]:
+    """Nearest-rank percentile (q in [0, 100]); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil
+    return ordered[int(min(rank, len(ordered))) - 1]
+
+
+def get_json(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+async def _get(host: str, port: int, path: str, timeout: float) -> int:
+    """One GET on its own connection; the status code."""
+    async def go():
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+        line = data.split(b"\r\n", 1)[0].split()
+        return int(line[1]) if len(line) > 1 else 0
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def run_load(url: str, rate: float, requests: int, duration: float, users: List[int],
+                   k: int = 10, seed: int = 0, timeout: float = 10.0,
+                   max_outstanding: int = 512) -> Dict:
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname, parsed.port or 80
+    rng = random.Random(seed)
+    latencies: List[float] = []
+    statuses: Dict[str, int] = {}
+    outstanding = 0
+    skipped = 0
+
+    async def one(scheduled: float, user: int):
+        nonlocal outstanding
+        outstanding += 1
+        try:
+            status = await _get(host, port, f"/recommend?user={user}&k={k}", timeout)
+        except (OSError, asyncio.TimeoutError) as error:
+            status = type(error).__name__
+        finally:
+            outstanding -= 1
+        done = time.perf_counter()
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        if status == 200:
+            latencies.append(done - scheduled)
+        return done
+
+    start = time.perf_counter()
+    next_at = start
+    tasks = []
+    for _ in range(requests):
+        next_at += rng.expovariate(rate)
+        if next_at - start > duration:
+            break
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if outstanding >= max_outstanding:  # the server has stalled: count, do not pile on
+            skipped += 1
+            statuses["skipped"] = statuses.get("skipped", 0) + 1
+            continue
+        tasks.append(asyncio.ensure_future(one(next_at, rng.choice(users))))
+    sent_until = time.perf_counter()
+    finished = await asyncio.gather(*tasks, return_exceptions=True)
+    ends = [f for f in finished if isinstance(f, float)]
+    elapsed = (max(ends) if ends else sent_until) - start
+    ok = len(latencies)
+    ms = [x * 1000 for x in latencies]
+    return {
+        "offered_qps": rate, "arrivals": len(tasks) + skipped, "ok": ok,
+        "errors": len(tasks) + skipped - ok, "statuses": statuses,
+        "send_seconds": sent_until - start, "elapsed_seconds": elapsed,
+        "achieved_qps": ok / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
+        "mean_ms": sum(ms) / ok if ok else None,
+    }
+
+
+def batch_stats(url: str) -> Dict:
+    try:
+        m = get_json(url.rstrip("/") + "/metrics?format=json")
+    except OSError:
+        return {}
+    return {"batches": m["batch_size"]["count"], "batched_items": m["batch_size"]["sum"]}
+
+
+def measure(url: str, rate: float, args, users: List[int]) -> Dict:
+    before = batch_stats(url)
+    result = asyncio.run(run_load(url, rate, args.requests, args.duration, users, k=args.k,
+                                  seed=args.seed, timeout=args.timeout))
+    after = batch_stats(url)
+    if before and after and after["batches"] > before["batches"]:
+        result["mean_batch_size"] = ((after["batched_items"] - before["batched_items"])
+                                     / (after["batches"] - before["batches"]))
+    return result
+
+
+def within_target(result: Dict, target_ms: float) -> bool:
+    return (result["errors"] == 0 and result["p99_ms"] is not None
+            and result["p99_ms"] <= target_ms
+            and result["achieved_qps"] >= 0.95 * result["offered_qps"])
+
+
+def fmt_row(r: Dict) -> str:
+    def f(x, d=1):
+        return "-" if x is None else f"{x:.{d}f}"
+    return (f"{r['offered_qps']:>8.0f} {r['achieved_qps']:>9.1f} {f(r['p50_ms']):>8} "
+            f"{f(r['p95_ms']):>8} {f(r['p99_ms']):>8} {r['errors']:>6} "
+            f"{f(r.get('mean_batch_size'), 2):>6}")
+
+
+HEADER = (f"{'offered':>8} {'achieved':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>6} {'batch':>6}")
+
+
+def sweep(url: str, rates: List[float], args, users: List[int], label: str = "") -> Dict:
+    print(f"{label}{HEADER}", flush=True)
+    results = []
+    for rate in rates:
+        result = measure(url, rate, args, users)
+        results.append(result)
+        print(f"{' ' * len(label)}{fmt_row(result)}", flush=True)
+        if args.stop_early and not within_target(result, args.target_p99_ms) and \
+                result["p99_ms"] is not None and result["p99_ms"] > 4 * args.target_p99_ms:
+            break
+    good = [r for r in results if within_target(r, args.target_p99_ms)]
+    best = max(good, key=lambda r: r["achieved_qps"]) if good else None
+    return {"results": results, "target_p99_ms": args.target_p99_ms,
+            "best": best, "best_qps": best["achieved_qps"] if best else None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(args, max_batch_size: int, max_wait_ms: float):
+    port = free_port()
+    command = [sys.executable, str(REPO / "tools" / "serve.py"), "--retriever", str(args.retriever),
+               "--port", str(port), "--max-batch-size", str(max_batch_size),
+               "--max-wait-ms", str(max_wait_ms)]
+    for flag in ("index", "ranker", "data_dir"):
+        if getattr(args, flag):
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.k_retrieve:
+        command += ["--k-retrieve", str(args.k_retrieve)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"error: the service exited with status {process.returncode}")
+        try:
+            get_json(url + "/healthz", timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("error: the service did not start within 300 s")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running service")
+    p.add_argument("--rate", type=float, default=50.0, help="arrivals per second")
+    p.add_argument("--requests", type=int, default=1000, help="arrivals per run at most")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per run at most")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep", help="comma-separated rates to run in turn")
+    p.add_argument("--target-p99-ms", type=float, default=50.0)
+    p.add_argument("--stop-early", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop a sweep once p99 is over 4x the target")
+    p.add_argument("--warmup", type=int, default=50, help="requests sent first, not measured")
+    p.add_argument("--out", type=Path, help="write the results as JSON")
+    start = p.add_argument_group("start the service (instead of --url)")
+    start.add_argument("--retriever", type=Path)
+    start.add_argument("--index", type=Path)
+    start.add_argument("--ranker", type=Path)
+    start.add_argument("--data-dir", type=Path)
+    start.add_argument("--k-retrieve", type=int)
+    start.add_argument("--batching", nargs="+", default=["1:0", "16:5"],
+                       metavar="MAX_BATCH:MAX_WAIT_MS",
+                       help="service settings to compare (default: 1:0, no batching, and 16:5)")
+    return p
+
+
+def run_against(url: str, args) -> Dict:
+    users = [u["user"] for u in get_json(url.rstrip("/") + "/users?count=1000")["users"]]
+    if not users:
+        raise SystemExit("error: the service lists no known users")
+    if args.warmup:
+        asyncio.run(run_load(url, 50.0, args.warmup, 30.0, users, k=args.k, seed=args.seed + 1,
+                             timeout=args.timeout))
+    if args.sweep:
+        rates = [float(x) for x in args.sweep.split(",") if x]
+        return sweep(url, rates, args, users)
+    result = measure(url, args.rate, args, users)
+    print(HEADER)
+    print(fmt_row(result))
+    return result
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    started = time.time()
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "omp_num_threads":
+              os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg(),
+              "requests": args.requests, "duration": args.duration, "k": args.k}
+    if args.retriever is None:
+        report["url"] = args.url
+        report["result"] = run_against(args.url, args)
+    else:
+        report["settings"] = {}
+        for setting in args.batching:
+            size, _, wait = setting.partition(":")
+            process, url = start_service(args, int(size), float(wait or 0))
+            try:
+                print(f"== max_batch_size {size}, max_wait_ms {wait or 0}", flush=True)
+                report["settings"][setting] = run_against(url, args)
+            finally:
+                process.terminate()
+                process.wait(30)
+        if args.sweep:
+            print("latency-bounded throughput (p99 <= "
+                  f"{args.target_p99_ms:g} ms): " + ", ".join(
+                      f"{s}: {r['best_qps']:.0f} QPS" if r["best_qps"] else f"{s}: none"
+                      for s, r in report["settings"].items()))
+    report["load_average_after"] = os.getloadavg()
+    report["wall_seconds"] = time.time() - started
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
