@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import bench_rank  # noqa: E402  (tools/, next to this file)
+import bench_train  # noqa: E402
+
 
 def machine() -> Dict[str, object]:
     # Allocator and threading settings change CPU timings; record any in force.
@@ -413,6 +416,14 @@ def compression_table(payload) -> str:
 
 
 BENCHMARKS = {
+    "train": (
+        bench_train.bench_train, bench_train.train_table,
+        "dlrm training through mmf_run, side by side with the reference DLRM",
+    ),
+    "rank": (
+        bench_rank.bench_rank, bench_rank.rank_table,
+        "dlrm_mm scoring K candidates for one user, with and without cached item tokens",
+    ),
     "embedding": (bench_embedding, embedding_table, "fused vs per-table sparse lookups"),
     "compression": (
         bench_compression, compression_table,
@@ -424,6 +435,8 @@ BENCHMARKS = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="benchmark", required=True)
+    bench_train.add_arguments(sub.add_parser("train", help=BENCHMARKS["train"][2]))
+    bench_rank.add_arguments(sub.add_parser("rank", help=BENCHMARKS["rank"][2]))
     emb = sub.add_parser("embedding", help=BENCHMARKS["embedding"][2])
     emb.add_argument("--batch", type=int, default=2048)
     emb.add_argument("--dim", type=int, default=16)

@@ -1,0 +1,346 @@
+"""``python tools/bench.py train``: dlrm training through ``mmf_run``, and the
+reference DLRM (facebookresearch/dlrm, ``dlrm_s_pytorch.py``) on the same
+configuration in the same invocation.
+
+Both sides train on random data of the same shape: dense features uniform in
+[0, 1), one id per table drawn uniformly, 0/1 labels. Ours reads it from a
+prepared directory on disk (what a real run does); the reference makes it
+in its own data loader, as its ``--data-generation=random`` does.
+
+Two numbers per side:
+- model-only samples/s: batch over the median time of a training step
+  (forward, loss, backward, optimizer). Ours comes from the trainer's own
+  timing (``training_speed`` in metrics.json); the reference's from the
+  ``ms/it`` it prints, which times the same span.
+- whole-process samples/s, data loading included: ours from the trainer's
+  own loop timing (waiting for each batch from the prepared files, plus the
+  step); the reference's as extra samples over extra wall time between a
+  short and a long run, so its start-up cancels and its data generation
+  counts.
+Runs alternate between the two sides, so drift of the machine hits both.
+
+The reference needs two fixes to run on this stack, applied from outside its
+checkout by a ``sitecustomize`` on PYTHONPATH: torch 2.14's profiler no longer
+takes ``use_cuda``, and ``torch.utils.tensorboard`` needs the tensorboard
+package, which this project does not install (a no-op writer stands in; the
+reference only logs scalars with it).
+"""
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Criteo Kaggle (display advertising challenge) table sizes after DLRM's
+# preprocessing, capped to keep the tables in memory here.
+CRITEO_KAGGLE_SIZES = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
+    142572,
+)
+
+CONFIGS = {
+    # The reference's small benchmark shape (see the issue / its README).
+    "reference": {
+        "tables": [1_000_000] * 8,
+        "dim": 16,
+        "bottom": [512, 256, 64, 16],
+        "top": [512, 256],
+        "dense": 13,
+    },
+    "criteo-kaggle-100k": {
+        "tables": [min(n, 100_000) for n in CRITEO_KAGGLE_SIZES],
+        "dim": 16,
+        "bottom": [512, 256, 64, 16],
+        "top": [512, 256],
+        "dense": 13,
+    },
+}
+
+SITECUSTOMIZE = '''\
+"""Compatibility of the reference DLRM with torch 2.14, from outside its code."""
+import sys
+import types
+
+import torch.autograd.profiler as _profiler
+
+_profile = _profiler.profile
+
+
+class _Profile(_profile):
+    def __init__(self, *args, use_cuda=None, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+_profiler.profile = _Profile
+
+try:
+    import tensorboard  # noqa: F401
+except ImportError:
+    class _NoWriter:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = _NoWriter
+    sys.modules["torch.utils.tensorboard"] = module
+'''
+
+
+def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> Path:
+    """A prepared directory of random rows (train, plus small val and test
+    splits: MMF loads all three even for run_type=train)."""
+    from mmf_rec.data import prepared as fmt
+    from mmf_rec.schema import DenseFeature, Schema, SparseFeature
+
+    if (root / fmt.MANIFEST).is_file():
+        manifest = fmt.read_manifest(root)
+        if manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3}:
+            return root
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    schema = Schema(
+        dense=tuple(DenseFeature(f"d{i}") for i in range(shape["dense"])),
+        sparse=tuple(SparseFeature(f"c{i}", n) for i, n in enumerate(shape["tables"])),
+        label=fmt.LABEL_COLUMN,
+        source="bench_train",
+    )
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, n in (("train", rows), ("val", 4096), ("test", 4096)):
+        columns = {fmt.DENSE_COLUMN: rng.random((n, shape["dense"]), dtype=np.float32)}
+        for i, size in enumerate(shape["tables"]):
+            columns[f"c{i}"] = rng.integers(0, size, (n, 1), dtype=np.int64)
+        columns[schema.label] = rng.integers(0, 2, n).astype(np.float32)
+        splits[split] = fmt.write_table(root / split, columns)
+    fmt.write_manifest(root, {
+        "format": fmt.FORMAT,
+        "name": "bench_train",
+        "schema": schema.to_dict(),
+        "splits": splits,
+        "bench_shape": {**shape, "rows": rows, "seed": seed, "splits": 3},
+    })
+    return root
+
+
+def ours_config(work: Path, name: str, shape: Dict, data: Path, batch: int, lr: float,
+                sparse_grad: bool) -> Path:
+    import yaml
+
+    body = {
+        "includes": [str(REPO / "projects" / "kbrec" / "dlrm.yaml")],
+        "datasets": "kbrec_prepared",
+        "run_type": "train",
+        "dataset_config": {"kbrec_prepared": {
+            "data_dir": str(data), "verify_checksums": False, "extra_eval_splits": [],
+        }},
+        "model_config": {"dlrm": {
+            "embedding_dim": shape["dim"],
+            "dense_encoder": {"params": {"hidden_dims": shape["bottom"]}},
+            "top_mlp": shape["top"],
+            "sparse_encoder": {"params": {"sparse_grad": sparse_grad}},
+        }},
+        "optimizer": {"type": "SGD", "params": {"lr": lr}},
+        "training": {
+            "batch_size": batch, "log_interval": 10**9,
+            "evaluation_interval": 10**9, "checkpoint_interval": 10**9,
+        },
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _timed(cmd: List[str], env: Dict[str, str], log: Path, cwd: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if code != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {log}:\n{tail}")
+    return wall
+
+
+def run_ours(config: Path, updates: int, save_dir: Path, env: Dict[str, str]) -> Dict:
+    mmf_run = Path(sys.executable).parent / "mmf_run"
+    cmd = [str(mmf_run), f"config={config}", f"training.max_updates={updates}",
+           f"env.save_dir={save_dir}", "checkpoint.max_to_keep=1"]
+    wall = _timed(cmd, env, save_dir.with_suffix(".log"), REPO)
+    speed = json.loads((save_dir / "metrics.json").read_text()).get("training_speed") or {}
+    return {"wall_s": wall, "step_ms": speed.get("step_ms_median"),
+            "fetch_ms": speed.get("fetch_ms_median"),
+            "loop_samples_per_s": speed.get("loop_samples_per_s")}
+
+
+_MS_PER_IT = re.compile(r"Finished training it (\d+)/\d+ of epoch \d+, ([0-9.]+) ms/it")
+
+
+def reference_command(checkout: Path, shape: Dict, batch: int, lr: float, batches: int,
+                      print_freq: int) -> List[str]:
+    return [
+        sys.executable, str(checkout / "dlrm_s_pytorch.py"),
+        f"--arch-sparse-feature-size={shape['dim']}",
+        f"--arch-mlp-bot={shape['dense']}-" + "-".join(map(str, shape["bottom"])),
+        "--arch-mlp-top=" + "-".join(map(str, [*shape["top"], 1])),
+        "--arch-embedding-size=" + "-".join(map(str, shape["tables"])),
+        "--data-generation=random", "--num-indices-per-lookup=1",
+        "--num-indices-per-lookup-fixed=True", "--loss-function=bce",
+        "--round-targets=True", f"--mini-batch-size={batch}", f"--num-batches={batches}",
+        f"--learning-rate={lr}", f"--print-freq={print_freq}", "--print-time",
+        "--nepochs=1",
+    ]
+
+
+def run_reference(checkout: Path, shape: Dict, batch: int, lr: float, batches: int,
+                  env: Dict[str, str], log: Path, print_freq: int = 10) -> Dict:
+    cmd = reference_command(checkout, shape, batch, lr, batches, print_freq)
+    wall = _timed(cmd, env, log, checkout)
+    # Each line averages the step time over the last print_freq iterations;
+    # the first interval holds the warm-up.
+    intervals = [float(ms) for it, ms in _MS_PER_IT.findall(log.read_text()) if int(it) > print_freq]
+    return {"wall_s": wall, "step_ms": statistics.median(intervals) if intervals else None}
+
+
+def _rate(batch: int, short: Dict, long: Dict, updates: int) -> Optional[float]:
+    extra = long["wall_s"] - short["wall_s"]
+    return batch * updates / extra if extra > 0 else None
+
+
+def _loop_rate(batch: int, run: Dict) -> Optional[float]:
+    if run.get("loop_samples_per_s"):
+        return run["loop_samples_per_s"]
+    if run.get("step_ms") and run.get("fetch_ms") is not None:  # results from before it was kept
+        return batch / ((run["step_ms"] + run["fetch_ms"]) / 1e3)
+    return None
+
+
+def summarize(side: str, by_updates: Dict, batch: int, short: int, long: int) -> Dict:
+    """Medians over rounds. Whole-process for ours is the trainer's own loop
+    rate (batch fetch from the prepared files + step): differencing two
+    mmf_run wall times drowns its ~5 s of extra training in 2-4 s of
+    start-up noise. The reference prints no loop time, and its loop is slow
+    enough (its data generator) for differencing to hold."""
+    steps = [r["step_ms"] for r in by_updates[long] if r.get("step_ms")]
+    if side == "ours":
+        rates = [_loop_rate(batch, r) for r in by_updates[long]]
+    else:
+        rates = [_rate(batch, s, l, long - short)
+                 for s, l in zip(by_updates[short], by_updates[long])]
+    rates = [x for x in rates if x]
+    step = statistics.median(steps) if steps else None
+    return {
+        "step_ms_median": step,
+        "model_samples_per_s": batch / (step / 1e3) if step else None,
+        "whole_process_samples_per_s": statistics.median(rates) if rates else None,
+        "whole_process_method": "trainer loop" if side == "ours" else "wall-time difference",
+        "runs": by_updates,
+    }
+
+
+def bench_train(args) -> Dict[str, object]:
+    import os
+
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    ref_env = None
+    if args.reference_dlrm:
+        site = work / "reference_site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        ref_env = {**env, "PYTHONPATH": os.pathsep.join(
+            [str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    short, long = args.updates
+    results = []
+    for name in args.configs:
+        shape = CONFIGS[name]
+        data = write_random_prepared(work / f"data-{name}", shape, rows=args.batch * (long + 5))
+        config = ours_config(work, name, shape, data, args.batch, args.lr, args.sparse_grad)
+        runs = {"ours": {short: [], long: []}, "reference": {short: [], long: []}}
+        for r in range(args.rounds):
+            for updates in (short, long):
+                tag = f"{name}-r{r}-u{updates}"
+                runs["ours"][updates].append(
+                    run_ours(config, updates, work / f"ours-{tag}", env))
+                if ref_env is not None:
+                    runs["reference"][updates].append(run_reference(
+                        args.reference_dlrm, shape, args.batch, args.lr, updates,
+                        ref_env, work / f"reference-{tag}.log"))
+                print(f"{tag}: " + ", ".join(
+                    f"{side} {v[updates][-1]['wall_s']:.1f} s" for side, v in runs.items()
+                    if v[updates]), flush=True)
+        entry = {"config": name, "shape": {**shape, "tables": len(shape["tables"]),
+                                           "rows_per_table_max": max(shape["tables"])}}
+        for side, by_updates in runs.items():
+            if by_updates[long]:
+                entry[side] = summarize(side, by_updates, args.batch, short, long)
+        if "reference" in entry:
+            for key in ("model_samples_per_s", "whole_process_samples_per_s"):
+                ours, ref = entry["ours"][key], entry["reference"][key]
+                entry.setdefault("ratio", {})[key] = ours / ref if ours and ref else None
+        results.append(entry)
+    return {"benchmark": "train", "results": results, "args": {
+        "configs": args.configs, "batch": args.batch, "lr": args.lr, "updates": args.updates,
+        "rounds": args.rounds, "sparse_grad": args.sparse_grad,
+        "reference_dlrm": str(args.reference_dlrm) if args.reference_dlrm else None,
+    }}
+
+
+def train_table(payload) -> str:
+    a = payload["args"]
+    lines = [
+        f"dlrm training, batch {a['batch']}, SGD lr {a['lr']}, random data; "
+        f"medians of {a['rounds']} alternating rounds. Whole-process (data included): "
+        f"ours from the trainer's loop timing, the reference from the wall-time "
+        f"difference of runs of {a['updates'][0]} and {a['updates'][1]} updates.",
+        "",
+        "| config | side | step ms | model-only samples/s | whole-process samples/s |",
+        "|---|---|---:|---:|---:|",
+    ]
+
+    def fmt(x, spec):
+        return format(x, spec) if x else "n/a"
+
+    for e in payload["results"]:
+        for side in ("ours", "reference"):
+            if side not in e:
+                continue
+            s = e[side]
+            label = "mmf-rec `dlrm` (mmf_run)" if side == "ours" else "reference dlrm_s_pytorch.py"
+            lines.append(f"| {e['config']} | {label} | {fmt(s['step_ms_median'], '.1f')} "
+                         f"| {fmt(s['model_samples_per_s'], ',.0f')} "
+                         f"| {fmt(s['whole_process_samples_per_s'], ',.0f')} |")
+        if "ratio" in e:
+            r = e["ratio"]
+            lines.append(f"| {e['config']} | **ratio ours / reference** | "
+                         f"| **{fmt(r['model_samples_per_s'], '.2f')}x** "
+                         f"| **{fmt(r['whole_process_samples_per_s'], '.2f')}x** |")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--reference-dlrm", type=Path,
+                   help="a checkout of facebookresearch/dlrm to run side by side")
+    p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--updates", nargs=2, type=int, default=[20, 120], metavar=("SHORT", "LONG"),
+                   help="updates of the short and the long run (whole-process rate)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-sparse-grad", dest="sparse_grad", action="store_false",
+                   help="dense gradients for our tables (the reference's are sparse)")
+    p.add_argument("--work-dir", type=Path, default=REPO / "save" / "bench_train")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "bench_train.json")
