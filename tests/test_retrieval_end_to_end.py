@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import build_index  # noqa: E402
 import evaluate_retrieval  # noqa: E402
+import export_zoo  # noqa: E402
 import recommend  # noqa: E402
 
 TINY = [
@@ -141,3 +142,31 @@ def test_pipeline_evaluation_report(runs):
     assert report["cold"]["cold_catalogue"]["items"] == 15
     assert set(report["oracle"]["cold_catalogue"]) == {"exposure_x_click", "click_only"}
     assert report["latency"]["calls"] == 5 and report["latency"]["p99_ms"] > 0
+
+
+def test_a_pipeline_bundle_from_the_zoo_recommends_as_its_runs(runs, tmp_path, capsys,
+                                                                monkeypatch):
+    retriever, ranker, _ = runs
+    if not (retriever / "index").is_dir():
+        build_index.main(["--retriever", str(retriever)])
+    zoo_file = tmp_path / "zoo.yaml"
+    monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
+    monkeypatch.setenv("MMF_REC_ZOO_CACHE", str(tmp_path / "zoo_cache"))
+    assert export_zoo.main(["--bundle", "--key", "kbrec.pipeline.tiny", "--retriever",
+                            str(retriever), "--ranker", str(ranker), "--out",
+                            str(tmp_path / "archives"), "--zoo", str(zoo_file)]) == 0
+    capsys.readouterr()
+    common = ["--user", "7", "--k-retrieve", "50"]
+    assert recommend.main(["--retriever", str(retriever), "--ranker", str(ranker),
+                           *common]) == 0
+    from_runs = capsys.readouterr().out
+    assert recommend.main(["--zoo", "kbrec.pipeline.tiny", *common]) == 0
+    assert capsys.readouterr().out == from_runs
+    # the fetched parts are the checked copies in the zoo cache, not the runs
+    from mmf_rec import zoo
+
+    parts = zoo.fetch_bundle("kbrec.pipeline.tiny")
+    assert str(parts["index"]).startswith(str(tmp_path / "zoo_cache"))
+    assert parts["ranker"].name == "dlrm_mm.pth"
+    with pytest.raises(zoo.ZooKeyError, match="not a pipeline bundle"):
+        zoo.fetch_bundle("kbrec.two_tower.tiny")
