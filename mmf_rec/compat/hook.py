@@ -13,86 +13,87 @@ import importlib.abc
 import sys
 
 _TARGET = "mmf"
-
-
-class _PatchingLoader(importlib.abc.Loader):
-    """Wraps mmf's own loader: patch before its code runs, finish after."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        from mmf_rec.compat import patches
-
-        with patches.while_mmf_loads():
-            self._loader.exec_module(module)
-        patches.after_import()
-
-
-class MMFImportHook(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _TARGET:
-            return None
-        uninstall()
-        from mmf_rec.compat import patches
-
-        patches.before_import()
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            spec = find_spec(fullname, path, target) if find_spec else None
-            if spec is not None:
-                spec.loader = _PatchingLoader(spec.loader)
-                return spec
-        return None
-
-
 # mmf_run's module: its ``run`` is replaced once it has loaded (it imports mmf,
 # and so the patches, before it defines ``run``); see patches.patch_mmf_cli_run.
 _CLI_RUN = "mmf_cli.run"
 
 
-class _CliRunLoader(importlib.abc.Loader):
-    def __init__(self, loader):
+class _WrappingLoader(importlib.abc.Loader):
+    """A module's own loader, with ``around(execute, module)`` running its code."""
+
+    def __init__(self, loader, around):
         self._loader = loader
+        self._around = around
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        self._loader.exec_module(module)
-        from mmf_rec.compat import patches
-
-        patches.patch_mmf_cli_run(module)
+        self._around(lambda: self._loader.exec_module(module), module)
 
 
-class MMFCliRunHook(importlib.abc.MetaPathFinder):
+class MMFImportHook(importlib.abc.MetaPathFinder):
+    """Finds one of mmf's modules once, then leaves ``sys.meta_path``; the
+    module loads through its own loader, wrapped by ``around``."""
+
+    def __init__(self, target, around, before=None):
+        self.target = target
+        self._around = around
+        self._before = before
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != _CLI_RUN:
+        if fullname != self.target:
             return None
-        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, MMFCliRunHook)]
+        _remove(self.target)
+        if self._before is not None:
+            self._before()
         for finder in sys.meta_path:
             find_spec = getattr(finder, "find_spec", None)
             spec = find_spec(fullname, path, target) if find_spec else None
             if spec is not None:
-                spec.loader = _CliRunLoader(spec.loader)
+                spec.loader = _WrappingLoader(spec.loader, self._around)
                 return spec
         return None
 
 
+def _patch_mmf():
+    from mmf_rec.compat import patches
+
+    patches.before_import()
+
+
+def _load_mmf(execute, module):
+    """Patch before mmf's code runs, finish after."""
+    from mmf_rec.compat import patches
+
+    with patches.while_mmf_loads():
+        execute()
+    patches.after_import()
+
+
+def _load_cli_run(execute, module):
+    execute()
+    from mmf_rec.compat import patches
+
+    patches.patch_mmf_cli_run(module)
+
+
+def _armed(target) -> bool:
+    return any(isinstance(f, MMFImportHook) and f.target == target for f in sys.meta_path)
+
+
+def _remove(target) -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if not (isinstance(f, MMFImportHook) and f.target == target)]
+
+
 def install():
-    """Arm the hook (idempotent); a no-op once mmf is already imported."""
-    if _CLI_RUN not in sys.modules and not any(
-        isinstance(f, MMFCliRunHook) for f in sys.meta_path
-    ):
-        sys.meta_path.insert(0, MMFCliRunHook())
-    if _TARGET in sys.modules:
-        return
-    if not any(isinstance(f, MMFImportHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, MMFImportHook())
+    """Arm the hooks (idempotent); each is a no-op once its module is imported."""
+    if _CLI_RUN not in sys.modules and not _armed(_CLI_RUN):
+        sys.meta_path.insert(0, MMFImportHook(_CLI_RUN, _load_cli_run))
+    if _TARGET not in sys.modules and not _armed(_TARGET):
+        sys.meta_path.insert(0, MMFImportHook(_TARGET, _load_mmf, before=_patch_mmf))
 
 
 def uninstall():
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, MMFImportHook)]
+    _remove(_TARGET)
