@@ -33,7 +33,7 @@ counts as hit when any of their clicks is). MMF 1.0.0rc10 drops metric
 params from the config, so each K is its own registered name.
 """
 
-from typing import Collection, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -249,3 +249,18 @@ for _k in REGISTERED_KS:
     _register(f"ndcg@{_k}", lambda r, t, u, k=_k: ndcg_at_k(r, t, k), _k)
     _register(f"hr@{_k}", lambda r, t, u, k=_k: hit_rate_at_k(r, t, k, groups=u), _k)
 _register("mrr", lambda r, t, u: mrr(r, t))
+
+
+def sampled_candidates_metrics(scores: np.ndarray, k: int = 10) -> Dict[str, float]:
+    """HR@k, NDCG@k, MRR of the sampled-negatives protocol (NCF): (users,
+    candidates) scores with the held-out item in column 0.
+
+    Rank = number of negatives scoring >= the held-out item (ties count
+    against the model), as in ``../shared/data/ml-100k-loo``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    rank = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
+    hit = rank < k
+    return {f"hr@{k}": float(hit.mean()),
+            f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()),
+            "mrr": float((1.0 / (rank + 1)).mean()), "users": int(len(rank))}

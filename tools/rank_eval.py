@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--popularity", action="store_true")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
+    from mmf_rec.ranking_metrics import sampled_candidates_metrics
     from mmf_rec.data import interactions
     from mmf_rec.data.report import DataInputError
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
             if args.data is None:
                 parser.error("--popularity needs --data")
             scores = interactions.popularity_scores(args.data, args.split)
-            result = {"model": "popularity", **interactions.ranking_metrics(scores, args.k)}
+            result = {"model": "popularity", **sampled_candidates_metrics(scores, args.k)}
         else:
             if args.run is None:
                 parser.error("give --run (or --data with --popularity)")
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             if flat.size != items.size:
                 raise DataInputError(f"{flat.size} scores for {items.size} candidates")
             result = {"model": str(config.model),
-                      **interactions.ranking_metrics(flat.reshape(items.shape), args.k)}
+                      **sampled_candidates_metrics(flat.reshape(items.shape), args.k)}
     except DataInputError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(json.dumps(result))

@@ -559,21 +559,6 @@ def _jsonable(value):
     return value
 
 
-# -- ranking metrics for leave_last_out blocks -------------------------------
-def ranking_metrics(scores: np.ndarray, k: int = 10) -> Dict[str, float]:
-    """HR@k, NDCG@k, MRR for (users, candidates) scores, held-out item in column 0.
-
-    Rank = number of negatives scoring >= the held-out item (ties count
-    against the model), as in ``../shared/data/ml-100k-loo``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    rank = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
-    hit = rank < k
-    return {f"hr@{k}": float(hit.mean()),
-            f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()),
-            "mrr": float((1.0 / (rank + 1)).mean()), "users": int(len(rank))}
-
-
 def split_blocks(root: Path, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
     """(user ids, item ids (users, candidates)) of a leave_last_out split."""
     data = fmt.load_prepared(root, verify_checksums=False)
