@@ -11,13 +11,10 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.common.registry import registry  # noqa: E402
 from mmf.utils.build import build_model  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import mmf_rec  # noqa: E402
-from mmf_rec.data import synthetic  # noqa: E402
-from mmf_rec.data.prepared import load_prepared  # noqa: E402
 from mmf_rec.paths import config_path  # noqa: E402
 from mmf_rec.retrieval.index import (  # noqa: E402
     IndexFileError,
@@ -207,15 +204,8 @@ TINY_IMAGE = {"params": {"image_size": 32, "grid": 1}}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retrieval") / "data"
-    synthetic.generate(root, synthetic.GeneratorConfig.from_mapping(TINY), progress=False)
-    data = load_prepared(root)
-    previous = registry.get("config", no_warning=True)
-    registry.register("config", OmegaConf.create(
-        {"datasets": "_rt_test", "evaluation": {"predict": False}}))
-    registry.register("_rt_test_schema", data.schema)
-    registry.register("_rt_test_root", str(root))
+def world(publish_synthetic):
+    data = publish_synthetic("_rt_test", TINY)
     models = {}
     for name, extra in (("two_tower", {"embedding_dim": 8, "output_dim": 16,
                                        "tower_hidden": [16]}),
@@ -233,8 +223,7 @@ def world(tmp_path_factory):
         vectors = retriever.encode_catalogue().numpy()
     index = ItemIndex.build(vectors, np.arange(len(vectors)),
                             model_fingerprint=retriever.fingerprint(), progress=False)
-    yield data, retriever, models["dlrm_mm"], index
-    registry.register("config", previous)
+    return data, retriever, models["dlrm_mm"], index
 
 
 def test_user_state_is_the_last_row_plus_its_click(world):

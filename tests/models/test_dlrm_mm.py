@@ -8,15 +8,12 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.common.registry import registry  # noqa: E402
 from mmf.common.sample import SampleList  # noqa: E402
 from mmf.utils.build import build_model  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import mmf_rec  # noqa: E402
-from mmf_rec.data import synthetic  # noqa: E402
 from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
-from mmf_rec.data.prepared import load_prepared  # noqa: E402
 from mmf_rec.paths import config_path  # noqa: E402
 
 mmf_rec.setup_imports()
@@ -32,17 +29,8 @@ TINY_ENCODERS = {
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mm") / "data"
-    synthetic.generate(root, synthetic.GeneratorConfig.from_mapping(TINY), progress=False)
-    data = load_prepared(root)
-    previous = registry.get("config", no_warning=True)
-    registry.register("config", OmegaConf.create(
-        {"datasets": "_mm_test", "evaluation": {"predict": False}}))
-    registry.register("_mm_test_schema", data.schema)
-    registry.register("_mm_test_root", str(root))
-    yield data
-    registry.register("config", previous)
+def prepared(publish_synthetic):
+    return publish_synthetic("_mm_test", TINY)
 
 
 def build(**overrides):

@@ -11,15 +11,12 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.common.registry import registry  # noqa: E402
 from mmf.common.sample import SampleList  # noqa: E402
 from mmf.utils.build import build_model  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import mmf_rec  # noqa: E402
-from mmf_rec.data import synthetic  # noqa: E402
 from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
-from mmf_rec.data.prepared import load_prepared  # noqa: E402
 from mmf_rec.models.two_tower import in_batch_logits  # noqa: E402
 from mmf_rec.paths import config_path  # noqa: E402
 from mmf_rec.ranking_metrics import TARGET_KEY, TOPK_KEY, USER_KEY  # noqa: E402
@@ -38,17 +35,8 @@ TINY_ENCODERS = {
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tt") / "data"
-    synthetic.generate(root, synthetic.GeneratorConfig.from_mapping(TINY), progress=False)
-    data = load_prepared(root)
-    previous = registry.get("config", no_warning=True)
-    registry.register("config", OmegaConf.create(
-        {"datasets": "_tt_test", "evaluation": {"predict": False}}))
-    registry.register("_tt_test_schema", data.schema)
-    registry.register("_tt_test_root", str(root))
-    yield data
-    registry.register("config", previous)
+def prepared(publish_synthetic):
+    return publish_synthetic("_tt_test", TINY)
 
 
 def build(**overrides):
