@@ -32,6 +32,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mmf_rec.log import get_logger
+
+logger = get_logger(__name__)
+
 # -- where processes run -------------------------------------------------------
 
 
@@ -546,17 +550,51 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+# The optimizer a table with sparse gradients gets when optimizer.embeddings.type
+# is unset: the run's own optimizer where it takes sparse gradients, else its
+# sparse counterpart, with the options that carry over.
+_SPARSE_COUNTERPART = {"SGD": "SGD", "Adagrad": "Adagrad", "SparseAdam": "SparseAdam"}
+_CARRIED_OVER = {"SGD": None, "Adagrad": None, "SparseAdam": ("lr", "betas", "eps", "maximize")}
+
+
+def embedding_optimizer(config) -> Tuple[str, Dict]:
+    """The tables' optimizer and its options under sparse gradients.
+
+    Unset, it follows ``optimizer.type``: a run that says SGD trains its tables
+    with SGD too (as the reference DLRM does), Adagrad with Adagrad, and Adam,
+    AdamW and the rest with SparseAdam (their sparse counterpart), lr and
+    betas carried over. Weight decay has no sparse form in torch: it stays on
+    the other parameters only, and the run log says so.
+    """
+    embeddings = config.optimizer.get("embeddings", None) or {}
+    main_type = str(config.optimizer.type)
+    params = dict(_plain(config.optimizer.get("params", None)) or {})
+    kind = embeddings.get("type", None)
+    if kind is None:
+        kind = _SPARSE_COUNTERPART.get(main_type, "SparseAdam")
+        carried = _CARRIED_OVER[kind]
+        table_params = {k: v for k, v in params.items()
+                        if (carried is None or k in carried) and k != "weight_decay"}
+        if params.get("weight_decay"):
+            logger.warning("optimizer.params.weight_decay applies to the dense parameters only: "
+                           "torch has no weight decay for sparse gradients")
+    else:
+        table_params = {}
+    table_params.update(_plain(embeddings.get("params", None)) or {})
+    if table_params.get("lr") is None:
+        table_params["lr"] = params.get("lr", 1e-3)
+    return str(kind), table_params
+
+
 def build_optimizer(model: nn.Module, config, split: Sequence[str] = ()):
     """MMF's optimizer; with ``split`` (names of tables with sparse gradients)
-    those tables under ``optimizer.embeddings.type`` (SparseAdam, Adagrad,
-    SGD) and everything else under ``optimizer``, stepped as one."""
+    those tables under :func:`embedding_optimizer` and everything else under
+    ``optimizer``, stepped as one."""
     from mmf.utils.build import build_optimizer as mmf_build_optimizer
     from mmf.utils.general import get_optimizer_parameters
 
     if not split:
         return mmf_build_optimizer(model, config)
-    embeddings = config.optimizer.get("embeddings", None) or {}
-    kind = embeddings.get("type", None) or "SparseAdam"
     named = dict(model.named_parameters())
     tables = [named[name] for name in split]
     table_ids = {id(w) for w in tables}
@@ -568,9 +606,7 @@ def build_optimizer(model: nn.Module, config, split: Sequence[str] = ()):
     else:
         rest = [p for p in groups if id(p) not in table_ids]
     params = dict(_plain(config.optimizer.get("params", None)) or {})
-    table_params = dict(_plain(embeddings.get("params", None)) or {})
-    if table_params.get("lr") is None:
-        table_params["lr"] = params.get("lr", 1e-3)
+    kind, table_params = embedding_optimizer(config)
     dense = _optimizer_class(config.optimizer.type)(rest, **params)
     sparse = _optimizer_class(kind)([w for w in tables if w.requires_grad], **table_params)
     return CombinedOptimizer([dense, sparse])

@@ -146,3 +146,26 @@ def test_embedding_gradients_auto_follows_table_size():
     optimizer = distributed.build_optimizer(model, config("sparse"), tables)
     assert [type(o).__name__ for o in optimizer.optimizers] == ["Adam", "SparseAdam"]
     assert optimizer.optimizers[1].param_groups[0]["params"] == [large.weight]
+
+
+@pytest.mark.parametrize("main, params, expected, expected_params", [
+    ("SGD", {"lr": 0.1, "momentum": 0.9}, "SGD", {"lr": 0.1, "momentum": 0.9}),
+    ("Adagrad", {"lr": 0.05, "weight_decay": 1e-4}, "Adagrad", {"lr": 0.05}),
+    ("AdamW", {"lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 0.1}, "SparseAdam",
+     {"lr": 0.01, "betas": [0.8, 0.9]}),
+])
+def test_tables_follow_the_runs_optimizer_unless_told(main, params, expected, expected_params):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"optimizer": {"type": main, "params": params,
+                                             "embeddings": {"type": None, "params": {}}}})
+    assert distributed.embedding_optimizer(config) == (expected, expected_params)
+    table = torch.nn.Embedding(50, 4, sparse=True)
+    model = torch.nn.Sequential(table, torch.nn.Linear(4, 1))
+    optimizer = distributed.build_optimizer(model, config, ["0.weight"])
+    assert [type(o).__name__ for o in optimizer.optimizers] == [main, expected]
+    model(torch.tensor([1, 2])).sum().backward()
+    optimizer.step()  # the inherited options are valid for sparse gradients
+    config.optimizer.embeddings.type = "SparseAdam"
+    config.optimizer.embeddings.params = {"lr": 0.3}
+    assert distributed.embedding_optimizer(config) == ("SparseAdam", {"lr": 0.3})
