@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmf_rec-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test chromium clean
 
 install: $(STAMP)
 
@@ -25,8 +25,14 @@ $(STAMP): requirements.txt requirements-test.txt setup.py pyproject.toml Makefil
 demo: $(STAMP)
 	$(BIN)/mmf_run config=projects/kbrec/dlrm_mm.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q --durations=10
 
+# Headless Chromium for tests/test_browser.py, from Debian's packages (as root,
+# with apt-get). The leading '-': when it cannot install, make test goes on and
+# the browser test skips, saying why (test-artifacts/chromium-install.txt).
+chromium:
+	-@bash .ci/install_chromium
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info test-artifacts

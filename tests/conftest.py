@@ -28,3 +28,29 @@ def publish_synthetic(tmp_path_factory):
 
     yield publish
     registry.register("config", previous)
+
+
+@pytest.fixture(scope="session")
+def serving_runs(tmp_path_factory):
+    """A tiny trained pipeline (two_tower, its index, an ids-only dlrm_mm),
+    trained once per session for every service test."""
+    from tiny_runs import train_pipeline
+
+    return train_pipeline(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="session")
+def service(serving_runs):
+    """The real service on ``serving_runs``, in a background thread of this
+    process (its engine and metrics stay inspectable); shared by
+    test_serving.py and test_browser.py."""
+    from mmf_rec.serving.batcher import BatchConfig
+    from mmf_rec.serving.engine import Engine
+    from mmf_rec.serving.service import ServiceThread
+
+    engine = Engine.from_runs(serving_runs / "two_tower", serving_runs / "two_tower" / "index",
+                              serving_runs / "dlrm_mm", k_retrieve=50, max_k=20)
+    thread = ServiceThread(engine, BatchConfig(max_batch_size=8, max_wait_ms=30),
+                           max_body=4096)
+    yield thread
+    thread.close()

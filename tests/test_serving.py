@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -16,9 +15,8 @@ import urllib.request
 import pytest
 
 from mmf_rec.serving.batcher import BatchConfig, BatcherClosed, DynamicBatcher
+from tiny_runs import REPO, environment, serve_cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MMF_RUN = os.path.join(os.path.dirname(sys.executable), "mmf_run")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 
@@ -182,63 +180,7 @@ def test_bad_batch_settings_are_refused(kwargs):
         BatchConfig(**kwargs)
 
 
-# -- the service on tiny real runs ---------------------------------------------------------
-TINY = [
-    "dataset_config.kbrec_synthetic.generator.num_users=300",
-    "dataset_config.kbrec_synthetic.generator.num_items=150",
-    "dataset_config.kbrec_synthetic.generator.num_interactions=20000",
-    "training.batch_size=256",
-    "training.max_updates=20",
-    "training.log_interval=10",
-    "training.evaluation_interval=20",
-    "training.checkpoint_interval=20",
-    "training.num_workers=0",
-]
-# ids and features only: no text or image backbone to load, so the runs are quick
-NO_KNOWLEDGE = ["model_config.{model}.modalities.text=false",
-                "model_config.{model}.modalities.image=false"]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serving")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMF_")}
-    env.update(MMF_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1")
-    # both runs at once, the second once the first has generated the data
-    processes = {}
-    for model, config in (("two_tower", "two_tower"), ("dlrm_mm", "dlrm_mm_ids")):
-        if processes:
-            deadline = time.time() + 300
-            while not (tmp / "data" / "kbrec_synthetic" / "manifest.json").is_file():
-                assert processes["two_tower"].poll() is None and time.time() < deadline
-                time.sleep(0.2)
-        command = [MMF_RUN, f"config=projects/kbrec/{config}.yaml", f"env.save_dir={tmp / model}",
-                   f"env.data_dir={tmp / 'data'}", *TINY,
-                   *(o.format(model=model) for o in NO_KNOWLEDGE)]
-        with open(tmp / f"{model}.log", "w") as log:  # a file: no pipe to fill up
-            processes[model] = subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
-                                                stderr=subprocess.STDOUT)
-    for model, process in processes.items():
-        assert process.wait(timeout=600) == 0, (tmp / f"{model}.log").read_text()[-3000:]
-    import build_index
-
-    assert build_index.main(["--retriever", str(tmp / "two_tower")]) == 0
-    return tmp
-
-
-@pytest.fixture(scope="module")
-def service(runs):
-    from mmf_rec.serving.engine import Engine
-    from mmf_rec.serving.service import ServiceThread
-
-    engine = Engine.from_runs(runs / "two_tower", runs / "two_tower" / "index",
-                              runs / "dlrm_mm", k_retrieve=50, max_k=20)
-    thread = ServiceThread(engine, BatchConfig(max_batch_size=8, max_wait_ms=30),
-                           max_body=4096)
-    yield thread
-    thread.close()
-
-
+# -- the service on tiny real runs (fixtures serving_runs, service: conftest.py) -----------
 def call(service, path, body=None, method=None, headers=None):
     """(status, parsed JSON or raw bytes, content type)."""
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
@@ -422,21 +364,80 @@ def test_loadgen_percentiles_and_target():
     assert not loadgen.within_target({**good, "achieved_qps": 50.0}, 50)
 
 
-def test_serve_cli_binds_to_localhost_and_answers(runs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MMF_CACHE_DIR": str(runs / "cache")}
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "tools", "serve.py"), "--retriever",
-         str(runs / "two_tower"), "--ranker", str(runs / "dlrm_mm"), "--port", "0",
-         "--k-retrieve", "30", "--max-batch-size", "4"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        url = f"http://127.0.0.1:{match.group(1)}"
-        with urllib.request.urlopen(url + "/recommend?user=3&k=10", timeout=30) as response:
-            result = json.loads(response.read())
-        assert len(result["items"]) == 10 and result["k_retrieve"] == 30
-    finally:
-        process.terminate()
-        process.wait(30)
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_serve_cli_binds_to_localhost_and_answers(serving_runs):
+    with serve_cli("--retriever", str(serving_runs / "two_tower"), "--ranker",
+                   str(serving_runs / "dlrm_mm"), "--k-retrieve", "30", "--max-batch-size", "4",
+                   env=environment(serving_runs)) as url:  # serve_cli checks 127.0.0.1
+        result = get_json(url + "/recommend?user=3&k=10")
+    assert len(result["items"]) == 10 and result["k_retrieve"] == 30
+
+
+def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, service, tmp_path,
+                                                             monkeypatch):
+    """serve.py --zoo KEY: the bundle's parts come out of the zoo cache, and a
+    user's answer is the one the service built from the runs gives."""
+    import export_zoo
+
+    zoo_file, cache = tmp_path / "zoo.yaml", tmp_path / "zoo_cache"
+    monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
+    assert export_zoo.main(["--bundle", "--key", "kbrec.pipeline.serving", "--retriever",
+                            str(serving_runs / "two_tower"), "--ranker",
+                            str(serving_runs / "dlrm_mm"), "--out", str(tmp_path / "archives"),
+                            "--zoo", str(zoo_file)]) == 0
+    env = environment(serving_runs, MMF_REC_MODEL_ZOO=zoo_file, MMF_REC_ZOO_CACHE=cache)
+    # the settings of the `service` fixture
+    with serve_cli("--zoo", "kbrec.pipeline.serving", "--k-retrieve", "50", "--max-k", "20",
+                   env=env) as url:
+        health = get_json(url + "/healthz")
+        answers = [get_json(f"{url}/recommend?user={user}&k=10") for user in (7, 42)]
+    assert health["ranker"] is True and health["index_items"] == 150
+    # what it loaded: the checked copies in the zoo cache, not the runs
+    assert (cache / "kbrec.pipeline.serving" / "index" / "index.faiss").is_file()
+    assert (cache / "kbrec.two_tower.serving" / "two_tower.pth").is_file()
+    assert (cache / "kbrec.dlrm_mm.serving" / "dlrm_mm.pth").is_file()
+    for answer in answers:
+        status, expected, _ = call(service, f"/recommend?user={answer['user']}&k=10")
+        assert status == 200
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in expected["items"]]
+        assert [i["retrieval_rank"] for i in answer["items"]] == \
+            [i["retrieval_rank"] for i in expected["items"]]
+        assert [i["ranking_score"] for i in answer["items"]] == \
+            pytest.approx([i["ranking_score"] for i in expected["items"]], abs=1e-6)
+        assert [i["item_id"] for i in answer["demoted"]] == \
+            [i["item_id"] for i in expected["demoted"]]
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "give --retriever (a run) or --zoo (a pipeline bundle), not both"),
+    (["--retriever", "run", "--zoo", "kbrec.pipeline.x"],
+     "give --retriever (a run) or --zoo (a pipeline bundle), not both"),
+    (["--zoo", "kbrec.pipeline.x", "--ranker", "run"],
+     "--zoo brings its own index and ranker: leave out --index and --ranker"),
+])
+def test_serve_and_recommend_refuse_the_same_pipeline_arguments(argv, message, capsys):
+    import recommend
+    import serve
+
+    for main, extra in ((serve.main, []), (recommend.main, ["--user", "1"])):
+        with pytest.raises(SystemExit) as stop:
+            main(argv + extra)
+        assert stop.value.code == 2
+        assert f": error: {message}\n" in capsys.readouterr().err  # after argparse's usage
+
+
+def test_serve_with_an_unknown_zoo_key_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import serve
+
+    zoo_file = tmp_path / "zoo.yaml"
+    zoo_file.write_text("kbrec: {}\n")
+    monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
+    with pytest.raises(SystemExit) as stop:
+        serve.main(["--zoo", "kbrec.pipeline.nope"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("serve: error: no zoo entry 'kbrec.pipeline.nope'")

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from mmf_rec.retrieval.cli import add_pipeline_arguments, pipeline_paths  # noqa: E402
+
 
 def parse_users(text: str):
     if text.startswith("@"):
@@ -40,12 +42,7 @@ def parse_users(text: str):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--retriever", type=Path,
-                   help="two_tower run dir (env.save_dir) or checkpoint file")
-    p.add_argument("--zoo", help="a pipeline bundle's zoo key (kbrec.pipeline.<name>) "
-                                 "instead of --retriever / --index / --ranker")
-    p.add_argument("--index", type=Path, help="index directory; default <retriever>/index")
-    p.add_argument("--ranker", type=Path, help="dlrm_mm run dir or checkpoint (optional)")
+    add_pipeline_arguments(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="one user id: print the list")
     who.add_argument("--users", help="many users: a-b, a,b,c or @file; needs --out")
@@ -66,23 +63,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.users is not None and args.out is None:
         parser().error("--users writes a file: give --out")
-    if (args.zoo is None) == (args.retriever is None):
-        parser().error("give --retriever (a run) or --zoo (a pipeline bundle), not both")
+    retriever, index, ranker = pipeline_paths(args, parser(), "recommend")
     from mmf_rec.retrieval.pipeline import Recommender, write_recommendations
 
-    if args.zoo is not None:
-        import mmf  # noqa: F401  (arms mmf_rec's compat patches)
-        from mmf_rec import zoo
-
-        try:
-            parts = zoo.fetch_bundle(args.zoo)
-        except zoo.ZooError as e:
-            parser().exit(2, f"recommend: error: {e}\n")
-        args.retriever, args.index, args.ranker = (
-            parts["retriever"], parts["index"], parts["ranker"])
-    index = args.index or (args.retriever if args.retriever.is_dir()
-                           else args.retriever.parent) / "index"
-    recommender = Recommender.from_runs(args.retriever, index, args.ranker,
+    recommender = Recommender.from_runs(retriever, index, ranker,
                                         data_dir=args.data_dir, final_score=args.final_score)
     users = [args.user] if args.user is not None else parse_users(args.users)
     results = recommender.recommend(users, k_retrieve=args.k_retrieve, k_final=args.top,

@@ -2,11 +2,13 @@
 
     python tools/serve.py --retriever save/kbrec_two_tower \\
         --ranker save/kbrec_dlrm_mm --port 8000
+    python tools/serve.py --zoo kbrec.pipeline.<name>     # a bundle from the zoo
     # then open http://127.0.0.1:8000/ or
     curl 'http://127.0.0.1:8000/recommend?user=42&k=10'
 
 Loads the retriever, its index (default ``<retriever>/index``) and the
-optional ranker once, as ``tools/recommend.py`` does, and answers:
+optional ranker once, or the three parts of a pipeline bundle from the model
+zoo (``--zoo``, as ``tools/recommend.py`` takes them), and answers:
 ``GET /recommend?user=ID&k=10[&exclude_seen=0]``, ``POST /recommend`` (a new
 user: JSON ``{"features": {...}, "history": [...], "k": 10}``),
 ``GET /items/ID``, ``/images/ID``, ``/users``, ``/users/ID``, ``/schema``,
@@ -26,13 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from mmf_rec.retrieval.cli import add_pipeline_arguments, pipeline_paths  # noqa: E402
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--retriever", type=Path, required=True,
-                   help="two_tower run dir (env.save_dir) or checkpoint file")
-    p.add_argument("--index", type=Path, help="index directory; default <retriever>/index")
-    p.add_argument("--ranker", type=Path, help="dlrm_mm run dir or checkpoint (optional)")
+    add_pipeline_arguments(p)
     p.add_argument("--k-retrieve", type=int, default=200, help="candidates from the index")
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
     p.add_argument("--final-score", choices=["ctr", "ctr_x_exposure"], default="ctr",
@@ -62,9 +63,8 @@ def main(argv=None) -> int:
         parser().error(str(error))
     if args.k_retrieve < 1 or args.max_k < 1:
         parser().error("--k-retrieve and --max-k must be >= 1")
-    index = args.index or (args.retriever if args.retriever.is_dir()
-                           else args.retriever.parent) / "index"
-    engine = Engine.from_runs(args.retriever, index, args.ranker, data_dir=args.data_dir,
+    retriever, index, ranker = pipeline_paths(args, parser(), "serve")
+    engine = Engine.from_runs(retriever, index, ranker, data_dir=args.data_dir,
                               final_score=args.final_score, k_retrieve=args.k_retrieve,
                               max_k=args.max_k)
     try:

@@ -147,6 +147,7 @@ function render(result, ms) {
 
 async function recommendUser(user) {
   currentUser = user;
+  $("users").value = String(user);  // the list names who is shown (blank if not listed)
   $("explain-out").style.display = "none"; $("explain-title").hidden = true;
   const k = $("k").value || 10, exclude = $("exclude").checked ? 1 : 0;
   try {
