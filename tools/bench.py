@@ -26,8 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import bench_rank  # noqa: E402  (tools/, next to this file)
+import bench_data  # noqa: E402  (tools/, next to this file)
+import bench_index  # noqa: E402
+import bench_rank  # noqa: E402
 import bench_train  # noqa: E402
+import bench_trajectory  # noqa: E402
 
 
 def machine() -> Dict[str, object]:
@@ -420,9 +423,21 @@ BENCHMARKS = {
         bench_train.bench_train, bench_train.train_table,
         "dlrm training through mmf_run, side by side with the reference DLRM",
     ),
+    "trajectory": (
+        bench_trajectory.bench_trajectory, bench_trajectory.trajectory_table,
+        "held-out AUC and training loss of dlrm against the reference DLRM on the same rows",
+    ),
     "rank": (
         bench_rank.bench_rank, bench_rank.rank_table,
         "dlrm_mm scoring K candidates for one user, with and without cached item tokens",
+    ),
+    "data": (
+        bench_data.bench_data, bench_data.data_table,
+        "the training loader's batches per second from a prepared directory",
+    ),
+    "retrieve": (
+        bench_index.bench_retrieve, bench_index.retrieve_table,
+        "FAISS index types: build time, QPS and recall@k against exact search",
     ),
     "embedding": (bench_embedding, embedding_table, "fused vs per-table sparse lookups"),
     "compression": (
@@ -436,7 +451,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="benchmark", required=True)
     bench_train.add_arguments(sub.add_parser("train", help=BENCHMARKS["train"][2]))
+    bench_trajectory.add_arguments(
+        sub.add_parser("trajectory", help=BENCHMARKS["trajectory"][2]))
     bench_rank.add_arguments(sub.add_parser("rank", help=BENCHMARKS["rank"][2]))
+    bench_data.add_arguments(sub.add_parser("data", help=BENCHMARKS["data"][2]))
+    bench_index.add_arguments(sub.add_parser("retrieve", help=BENCHMARKS["retrieve"][2]))
     emb = sub.add_parser("embedding", help=BENCHMARKS["embedding"][2])
     emb.add_argument("--batch", type=int, default=2048)
     emb.add_argument("--dim", type=int, default=16)

@@ -16,7 +16,9 @@ def mlp(dims: Sequence[int], final_activation: bool) -> nn.Sequential:
 
     ``final_activation`` adds a ReLU after the last layer too: DLRM's bottom
     MLP has one (its output is an embedding), its top MLP does not (its
-    output is a logit).
+    output is a logit). The ReLUs work in place: a Linear's output feeds only
+    its ReLU, and skipping a fresh (batch, width) tensor per layer saves about
+    5% of a DLRM training step (README, "Performance").
     """
     dims = [int(d) for d in dims]
     if len(dims) < 2 or any(d < 1 for d in dims):
@@ -25,7 +27,7 @@ def mlp(dims: Sequence[int], final_activation: bool) -> nn.Sequential:
     for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
         if final_activation or i < len(dims) - 2:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
