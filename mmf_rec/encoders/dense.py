@@ -1,5 +1,6 @@
 """Dense features through an MLP: DLRM's bottom MLP, and the MLP helper."""
 
+import math
 from dataclasses import dataclass
 from typing import List, Sequence
 
@@ -29,6 +30,26 @@ def mlp(dims: Sequence[int], final_activation: bool) -> nn.Sequential:
         if final_activation or i < len(dims) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def dlrm_init_(module: nn.Module) -> nn.Module:
+    """DLRM's initialisation for every Linear in ``module``, in place: weights
+    normal with std sqrt(2 / (fan_in + fan_out)), biases normal with std
+    sqrt(1 / fan_out).
+
+    torch's default (uniform, variance 1 / (3 fan_in)) shrinks the signal by
+    about 6x in variance at every ReLU layer; through DLRM's six hidden layers
+    plain SGD then barely moves (measured: held-out AUC 0.51 after an epoch
+    where this initialisation reaches the reference DLRM's; README,
+    "Performance"). Adam hides the problem by rescaling the gradients.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            fan_out, fan_in = layer.weight.shape
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+            if layer.bias is not None:
+                nn.init.normal_(layer.bias, 0.0, math.sqrt(1.0 / fan_out))
+    return module
 
 
 @registry.register_encoder("dense")

@@ -10,7 +10,7 @@ from mmf.common.registry import registry
 from mmf.models.base_model import BaseModel
 
 from mmf_rec.interaction import dot_interaction, dot_interaction_size
-from mmf_rec.encoders.dense import mlp
+from mmf_rec.encoders.dense import dlrm_init_, mlp
 from mmf_rec.models.common import (
     build_bottom_mlp,
     build_encoder,
@@ -50,6 +50,8 @@ class DLRM(BaseModel):
             len(self.sparse_features), dim, self.self_interaction
         )
         self.top_mlp = mlp([width, *config.top_mlp, 1], final_activation=False)
+        dlrm_init_(self.dense_encoder)
+        dlrm_init_(self.top_mlp)
 
     def forward(self, sample_list):
         dense = self.dense_encoder(sample_list["dense"])

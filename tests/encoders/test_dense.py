@@ -3,7 +3,7 @@ import torch
 from mmf.common.registry import registry
 from torch import nn
 
-from mmf_rec.encoders.dense import DenseEncoder, mlp
+from mmf_rec.encoders.dense import DenseEncoder, dlrm_init_, mlp
 
 
 def test_output_shape_and_relu_after_every_layer():
@@ -60,3 +60,15 @@ def test_registered_and_buildable_from_params():
     assert registry.get_encoder_class("dense") is DenseEncoder
     enc = DenseEncoder.from_params(in_dim=3, hidden_dims=[5, 2])
     assert enc(torch.randn(7, 3)).shape == (7, 2)
+
+
+def test_dlrm_init_gives_glorot_weights_and_small_biases():
+    torch.manual_seed(0)
+    layers = dlrm_init_(mlp([300, 500, 100], final_activation=False))
+    for layer in (layers[0], layers[2]):
+        fan_out, fan_in = layer.weight.shape
+        assert layer.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.03)
+        assert abs(layer.weight.mean().item()) < 0.01
+        assert layer.bias.std().item() == pytest.approx((1 / fan_out) ** 0.5, rel=0.2)
+    # torch's default: uniform with std sqrt(1 / (3 fan_in)), 1.5x smaller here
+    assert layers[0].weight.std().item() > 1.4 * (1 / (3 * 300)) ** 0.5
