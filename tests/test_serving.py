@@ -410,6 +410,17 @@ def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, serv
             pytest.approx([i["ranking_score"] for i in expected["items"]], abs=1e-6)
         assert [i["item_id"] for i in answer["demoted"]] == \
             [i["item_id"] for i in expected["demoted"]]
+    # loadgen starts the same bundle itself
+    import loadgen
+
+    for key in ("MMF_CACHE_DIR", "OMP_NUM_THREADS", "MMF_REC_MODEL_ZOO", "MMF_REC_ZOO_CACHE"):
+        monkeypatch.setenv(key, env[key])
+    out = tmp_path / "load.json"
+    assert loadgen.main(["--zoo", "kbrec.pipeline.serving", "--batching", "4:2", "--rate", "50",
+                         "--requests", "20", "--duration", "5", "--warmup", "0",
+                         "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["settings"]["4:2"]
+    assert result["ok"] == result["arrivals"] == 20 and result["errors"] == 0
 
 
 @pytest.mark.parametrize("argv,message", [

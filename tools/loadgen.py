@@ -5,6 +5,7 @@
     # start the service itself, once per batching setting, and sweep each:
     python tools/loadgen.py --retriever save/kbrec_two_tower --ranker save/kbrec_dlrm_mm \\
         --batching 1:0 16:5 --sweep 25,50,100,200,400 --out results/serving_sweep.json
+    python tools/loadgen.py --zoo kbrec.pipeline.<name> --batching 16:5 --rate 50   # a bundle
 
 Each request is ``GET /recommend?user=U&k=K`` for a user drawn uniformly from
 the service's known users (``/users``), on a fresh connection, sent at its
@@ -187,7 +188,8 @@ def free_port() -> int:
 
 def start_service(args, max_batch_size: int, max_wait_ms: float):
     port = free_port()
-    command = [sys.executable, str(REPO / "tools" / "serve.py"), "--retriever", str(args.retriever),
+    pipeline = ["--zoo", args.zoo] if args.zoo else ["--retriever", str(args.retriever)]
+    command = [sys.executable, str(REPO / "tools" / "serve.py"), *pipeline,
                "--port", str(port), "--max-batch-size", str(max_batch_size),
                "--max-wait-ms", str(max_wait_ms)]
     for flag in ("index", "ranker", "data_dir"):
@@ -228,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the results as JSON")
     start = p.add_argument_group("start the service (instead of --url)")
     start.add_argument("--retriever", type=Path)
+    start.add_argument("--zoo", help="a pipeline bundle's zoo key, instead of --retriever, "
+                                     "--index and --ranker")
     start.add_argument("--index", type=Path)
     start.add_argument("--ranker", type=Path)
     start.add_argument("--data-dir", type=Path)
@@ -256,11 +260,14 @@ def run_against(url: str, args) -> Dict:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.zoo and (args.retriever or args.index or args.ranker):
+        parser().error("--zoo brings its own retriever, index and ranker: "
+                       "leave out --retriever, --index and --ranker")
     started = time.time()
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "omp_num_threads":
               os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg(),
               "requests": args.requests, "duration": args.duration, "k": args.k}
-    if args.retriever is None:
+    if args.retriever is None and args.zoo is None:
         report["url"] = args.url
         report["result"] = run_against(args.url, args)
     else:
