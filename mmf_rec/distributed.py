@@ -379,23 +379,9 @@ def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
 def _all_reduce_sparse(grad: torch.Tensor, size: int) -> torch.Tensor:
     """Mean of a sparse row gradient over ranks, by gathering rows (any backend)."""
     grad = grad.coalesce()
-    indices, values = grad.indices(), grad.values()
-    count = torch.tensor([values.shape[0]], dtype=torch.int64, device=values.device)
-    counts = [torch.zeros_like(count) for _ in range(size)]
-    dist.all_gather(counts, count)
-    counts = [int(c.item()) for c in counts]
-    longest = max(counts)
-    if values.shape[0] < longest:
-        missing = longest - values.shape[0]
-        indices = torch.cat([indices, indices.new_zeros((indices.shape[0], missing))], 1)
-        values = torch.cat([values, values.new_zeros((missing, *values.shape[1:]))])
-    all_indices = [torch.empty_like(indices) for _ in range(size)]
-    all_values = [torch.empty_like(values) for _ in range(size)]
-    dist.all_gather(all_indices, indices.contiguous())
-    dist.all_gather(all_values, values.contiguous())
-    indices = torch.cat([i[:, :n] for i, n in zip(all_indices, counts)], 1)
-    values = torch.cat([v[:n] for v, n in zip(all_values, counts)])
-    return torch.sparse_coo_tensor(indices, values / size, grad.shape).coalesce()
+    indices = gather_rows(grad.indices().t())  # (nnz, sparse dims): one row per entry
+    values = gather_rows(grad.values())
+    return torch.sparse_coo_tensor(indices.t(), values / size, grad.shape).coalesce()
 
 
 # -- embedding tables: gradients, optimizer, dtype ---------------------------------
