@@ -96,22 +96,31 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
     return data
 
 
-def mmf_zoo_path() -> Optional[Path]:
-    """MMF's zoo file (``env.model_zoo``) when it exists and is not mmf_rec's."""
+def _run_config():
     from mmf.common.registry import registry
 
-    config = registry.get("config", no_warning=True)
-    name = None
-    if config is not None:
-        try:
-            name = config.env.model_zoo
-        except Exception:
-            name = None
-    name = name or "configs/zoo/models.yaml"
+    return registry.get("config", no_warning=True)
+
+
+def _run_env(key: str):
+    """``env.<key>`` of the run's config; None outside a run, or where the
+    value is missing or cannot be resolved."""
+    config = _run_config()
+    if config is None:
+        return None
+    try:
+        return getattr(config.env, key)
+    except Exception:
+        return None
+
+
+def mmf_zoo_path() -> Optional[Path]:
+    """MMF's zoo file (``env.model_zoo``) when it exists and is not mmf_rec's."""
+    name = _run_env("model_zoo") or "configs/zoo/models.yaml"
     try:
         from mmf.utils.general import get_absolute_path
 
-        resolved = get_absolute_path(name) if config is not None else name
+        resolved = get_absolute_path(name) if _run_config() is not None else name
     except Exception:
         resolved = name
     path = Path(resolved)
@@ -195,15 +204,7 @@ def cache_root() -> Path:
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(os.path.expanduser(override)).absolute()
-    from mmf.common.registry import registry
-
-    config = registry.get("config", no_warning=True)
-    data_dir = None
-    if config is not None:
-        try:
-            data_dir = config.env.data_dir
-        except Exception:
-            data_dir = None
+    data_dir = _run_env("data_dir")
     if not data_dir:
         from mmf.utils.configuration import resolve_dir
 
