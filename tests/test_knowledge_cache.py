@@ -13,9 +13,8 @@ mmf_rec.compat.apply()
 from mmf_rec.encoders.text import TransformerEncoder  # noqa: E402
 from mmf_rec.knowledge_cache import build_or_load, source_fingerprint  # noqa: E402
 from mmf_rec.processors.text import TextTokenizerProcessor  # noqa: E402
+from tiny_models import TINY_BERT  # noqa: E402
 
-TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "intermediate_size": 32}
 TEXTS = [f"a {c} {m} shirt number {i}" for i, (c, m) in
          enumerate(zip(["navy", "red", "olive"] * 7, ["linen", "wool", "silk"] * 7))]
 

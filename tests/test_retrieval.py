@@ -11,11 +11,8 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.utils.build import build_model  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 import mmf_rec  # noqa: E402
-from mmf_rec.paths import config_path  # noqa: E402
 from mmf_rec.retrieval.index import (  # noqa: E402
     IndexFileError,
     IndexMismatchError,
@@ -28,6 +25,7 @@ from mmf_rec.retrieval.pipeline import (  # noqa: E402
 )
 from mmf_rec.retrieval.users import UserStates  # noqa: E402
 from mmf_rec.schema import PAD_ID  # noqa: E402
+from tiny_models import TINY_ENCODERS, build_tiny  # noqa: E402
 
 mmf_rec.setup_imports()
 
@@ -197,10 +195,6 @@ def test_empty_or_incomplete_index_directory_is_a_clear_error(saved, tmp_path):
 # -- users and the pipeline, on tiny models -----------------------------------------------
 TINY = {"seed": 7, "num_users": 80, "num_items": 50, "num_interactions": 3000,
         "history_len": 3, "image_size": 32}
-TINY_TEXT = {"params": {"max_length": 12, "random_init": {
-    "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "intermediate_size": 32}}}
-TINY_IMAGE = {"params": {"image_size": 32, "grid": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +206,7 @@ def world(publish_synthetic):
                         ("dlrm_mm", {"embedding_dim": 8,
                                      "dense_encoder": {"params": {"hidden_dims": [8]}},
                                      "top_mlp": [16]})):
-        config = OmegaConf.load(config_path("models", f"{name}.yaml")).model_config[name]
-        config = OmegaConf.merge(config, {"text_encoder": TINY_TEXT, "image_encoder": TINY_IMAGE},
-                                 extra)
-        config.model = name
-        torch.manual_seed(0)
-        models[name] = build_model(config).eval()
+        models[name] = build_tiny(name, TINY_ENCODERS, extra).eval()
     retriever = models["two_tower"]
     with torch.no_grad():
         vectors = retriever.encode_catalogue().numpy()

@@ -8,44 +8,23 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.common.sample import SampleList  # noqa: E402
-from mmf.utils.build import build_model  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 import mmf_rec  # noqa: E402
-from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
-from mmf_rec.paths import config_path  # noqa: E402
+from tiny_models import TINY_DATA, TINY_ENCODERS, build_tiny, sample_batch  # noqa: E402
 
 mmf_rec.setup_imports()
-
-TINY = {"seed": 5, "num_users": 120, "num_items": 60, "num_interactions": 3000,
-        "history_len": 3, "image_size": 32}
-TINY_ENCODERS = {
-    "text_encoder": {"params": {"max_length": 12, "random_init": {
-        "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32}}},
-    "image_encoder": {"params": {"image_size": 32, "grid": 1}},
-}
 
 
 @pytest.fixture(scope="module")
 def prepared(publish_synthetic):
-    return publish_synthetic("_mm_test", TINY)
+    return publish_synthetic("_mm_test", TINY_DATA)
 
 
 def build(**overrides):
-    config = OmegaConf.load(config_path("models", "dlrm_mm.yaml")).model_config.dlrm_mm
-    config = OmegaConf.merge(config, TINY_ENCODERS, overrides)
-    config.model = "dlrm_mm"
-    torch.manual_seed(0)
-    return build_model(config)
+    return build_tiny("dlrm_mm", TINY_ENCODERS, overrides)
 
 
 def batch(data, split="test", rows=6):
-    dataset = KBRecDataset(data, split, dataset_name="_mm_test", dataset_type="test")
-    sample_list = SampleList(dataset.__getitems__(list(range(rows))))
-    sample_list.dataset_name, sample_list.dataset_type = "_mm_test", "test"
-    return sample_list
+    return sample_batch(data, "_mm_test", split, rows, "test")
 
 
 def test_forward_trains_both_sides(prepared):

@@ -11,47 +11,28 @@ import mmf_rec.compat
 
 mmf_rec.compat.apply()
 
-from mmf.common.sample import SampleList  # noqa: E402
-from mmf.utils.build import build_model  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 import mmf_rec  # noqa: E402
-from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
 from mmf_rec.models.two_tower import in_batch_logits  # noqa: E402
-from mmf_rec.paths import config_path  # noqa: E402
 from mmf_rec.ranking_metrics import TARGET_KEY, TOPK_KEY, USER_KEY  # noqa: E402
+from tiny_models import TINY_DATA, TINY_ENCODERS, build_tiny, sample_batch  # noqa: E402
 
 mmf_rec.setup_imports()
 
-TINY = {"seed": 5, "num_users": 120, "num_items": 60, "num_interactions": 3000,
-        "history_len": 3, "image_size": 32}
-TINY_ENCODERS = {
-    "text_encoder": {"params": {"max_length": 12, "random_init": {
-        "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 32}}},
-    "image_encoder": {"params": {"image_size": 32, "grid": 1}},
-    "embedding_dim": 8, "output_dim": 16, "tower_hidden": [16],
-}
+# the two towers' own sizes, on top of the shared tiny encoders
+TOWERS = {"embedding_dim": 8, "output_dim": 16, "tower_hidden": [16]}
 
 
 @pytest.fixture(scope="module")
 def prepared(publish_synthetic):
-    return publish_synthetic("_tt_test", TINY)
+    return publish_synthetic("_tt_test", TINY_DATA)
 
 
 def build(**overrides):
-    config = OmegaConf.load(config_path("models", "two_tower.yaml")).model_config.two_tower
-    config = OmegaConf.merge(config, TINY_ENCODERS, overrides)
-    config.model = "two_tower"
-    torch.manual_seed(0)
-    return build_model(config)
+    return build_tiny("two_tower", TINY_ENCODERS, TOWERS, overrides)
 
 
 def batch(data, split="train", rows=64, dataset_type="train"):
-    dataset = KBRecDataset(data, split, dataset_name="_tt_test", dataset_type=dataset_type)
-    sample_list = SampleList(dataset.__getitems__(list(range(rows))))
-    sample_list.dataset_name, sample_list.dataset_type = "_tt_test", dataset_type
-    return sample_list
+    return sample_batch(data, "_tt_test", split, rows, dataset_type)
 
 
 # -- the loss ---------------------------------------------------------------------------
