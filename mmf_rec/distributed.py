@@ -536,11 +536,11 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-# The optimizer a table with sparse gradients gets when optimizer.embeddings.type
-# is unset: the run's own optimizer where it takes sparse gradients, else its
-# sparse counterpart, with the options that carry over.
-_SPARSE_COUNTERPART = {"SGD": "SGD", "Adagrad": "Adagrad", "SparseAdam": "SparseAdam"}
-_CARRIED_OVER = {"SGD": None, "Adagrad": None, "SparseAdam": ("lr", "betas", "eps", "maximize")}
+# When optimizer.embeddings.type is unset, tables keep the run's optimizer if
+# it takes sparse gradients, and go to SparseAdam with the options it shares
+# otherwise.
+_TAKE_SPARSE = ("SGD", "Adagrad")
+_SPARSE_ADAM_OPTIONS = ("lr", "betas", "eps", "maximize")
 
 
 def embedding_optimizer(config) -> Tuple[str, Dict]:
@@ -557,10 +557,10 @@ def embedding_optimizer(config) -> Tuple[str, Dict]:
     params = dict(_plain(config.optimizer.get("params", None)) or {})
     kind = embeddings.get("type", None)
     if kind is None:
-        kind = _SPARSE_COUNTERPART.get(main_type, "SparseAdam")
-        carried = _CARRIED_OVER[kind]
+        same = main_type in _TAKE_SPARSE
+        kind = main_type if same else "SparseAdam"
         table_params = {k: v for k, v in params.items()
-                        if (carried is None or k in carried) and k != "weight_decay"}
+                        if (same or k in _SPARSE_ADAM_OPTIONS) and k != "weight_decay"}
         if params.get("weight_decay"):
             logger.warning("optimizer.params.weight_decay applies to the dense parameters only: "
                            "torch has no weight decay for sparse gradients")
