@@ -31,6 +31,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -154,7 +155,7 @@ _OURS_VAL = re.compile(r"progress: (\d+)/\d+, val/.*?val/kbrec_prepared/auc: ([0
 
 def run_reference(args, shape: Dict, processed: Path, nbatches: int, env, log: Path) -> Dict:
     cmd = [
-        bench_train.sys.executable, str(args.reference_dlrm / "dlrm_s_pytorch.py"),
+        sys.executable, str(args.reference_dlrm / "dlrm_s_pytorch.py"),
         f"--arch-sparse-feature-size={shape['dim']}",
         f"--arch-mlp-bot={shape['dense']}-" + "-".join(map(str, shape["bottom"])),
         "--arch-mlp-top=" + "-".join(map(str, [*shape["top"], 1])),
@@ -210,7 +211,7 @@ def run_ours(args, shape: Dict, data_dir: Path, nbatches: int, env, work: Path) 
     config = work / "ours.yaml"
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     log = work / "ours.log"
-    bench_train._timed([str(Path(bench_train.sys.executable).parent / "mmf_run"),
+    bench_train._timed([str(Path(sys.executable).parent / "mmf_run"),
                         f"config={config}", "checkpoint.max_to_keep=1"], env, log, REPO)
     text = log.read_text()
     return {
