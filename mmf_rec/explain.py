@@ -189,8 +189,8 @@ def _score_from_tokens(model, names: Sequence[str], masks: Mapping[str, Tensor],
         pooled.append(masked_mean(vectors, valid).unsqueeze(1))
     users = Side.from_groups(groups, pooled)
     attrs = x["item"]
-    known = torch.ones(attrs.shape[:2], dtype=torch.bool, device=attrs.device)
-    groups, pooled = [(attrs, known)], [attrs]
+    # the item's attribute tokens keep the model's mask (a blanked id is masked)
+    groups, pooled = [(attrs, masks["item"])], [attrs]
     for modality in model.modalities:
         vectors, mask = x[modality], masks[modality]
         groups.append((vectors, mask))

@@ -157,10 +157,12 @@ def test_two_processes_match_one_process_with_the_global_batch(runs):
     for name, value in one["params"].items():
         torch.testing.assert_close(two[0]["params"][name], value, rtol=1e-4, atol=1e-5,
                                    msg=name)
-    # validation metrics over the whole split, gathered from both ranks
+    # validation metrics over the whole split, gathered from both ranks; the
+    # weights agree to float32 summation order (above), so the metrics agree
+    # to the same order: a score moving by 1e-6 can swap a near tie in AUC
     for key in ("auc", "log_loss"):
         assert runs[2]["metrics"]["val"][key] == pytest.approx(
-            runs[1]["metrics"]["val"][key], abs=1e-5), key
+            runs[1]["metrics"]["val"][key], abs=1e-4), key
 
 
 def test_only_rank_zero_writes_files(runs):

@@ -5,6 +5,7 @@ type, then ``update_registry_for_model`` so the model can read the schema
 (``registry.get("kbrec_synthetic_schema")``) before it builds its tables.
 """
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -89,6 +90,17 @@ def ensure_generated(root: Path, generator: synthetic.GeneratorConfig) -> Dict[s
         return manifest
 
 
+def _older_generated(root: Path) -> Optional[Dict[str, Any]]:
+    """The manifest of this generator's output in an older prepared format."""
+    try:
+        with open(root / fmt.MANIFEST) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and \
+        manifest.get("name") == synthetic.NAME else None
+
+
 def _existing_manifest(root: Path) -> Optional[Dict[str, Any]]:
     """The manifest of generated data at ``root``; None if there is nothing.
 
@@ -101,6 +113,9 @@ def _existing_manifest(root: Path) -> Optional[Dict[str, Any]]:
     except fmt.PreparedDataError:
         if root.is_dir() and not any(root.iterdir()):
             return None
+        older = _older_generated(root)
+        if older is not None:  # an older format of ours: regenerate it
+            return older
         raise fmt.PreparedDataError(
             f"{root}: exists but holds no readable {fmt.MANIFEST}; it was not made by "
             f"the {synthetic.NAME} generator (which renames complete directories into "

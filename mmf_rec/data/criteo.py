@@ -321,12 +321,15 @@ class SplitWriter:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.rows = 0
-        self.columns = {fmt.LABEL_COLUMN: (np.float32, ()), fmt.DENSE_COLUMN: (np.float32, (N_DENSE,)),
+        self.columns = {fmt.LABEL_COLUMN: (np.float32, ()), fmt.SAMPLED_COLUMN: (np.bool_, ()),
+                        fmt.DENSE_COLUMN: (np.float32, (N_DENSE,)),
                         **{name: (np.int64, (1,)) for name in SPARSE_NAMES}}
         self.files = {name: open(directory / f".{name}.raw", "wb") for name in self.columns}
 
     def append(self, label: np.ndarray, dense: np.ndarray, ids: np.ndarray) -> None:
         self.files[fmt.LABEL_COLUMN].write(np.ascontiguousarray(label, np.float32).tobytes())
+        # every Criteo row is a logged impression: nothing is sampled
+        self.files[fmt.SAMPLED_COLUMN].write(np.zeros(len(label), np.bool_).tobytes())
         self.files[fmt.DENSE_COLUMN].write(np.ascontiguousarray(dense, np.float32).tobytes())
         for j, name in enumerate(SPARSE_NAMES):
             self.files[name].write(np.ascontiguousarray(ids[:, j], np.int64).tobytes())

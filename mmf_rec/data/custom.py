@@ -282,8 +282,7 @@ def read_users(spec: Optional[Dict[str, Any]], base: Path, seen_ids: List[str],
                split: core.SplitConfig, report: RowReport) -> core.Population:
     if spec is None:
         keys = sorted(set(seen_ids))
-        names, dense, stats = core.scale_dense({}, len(keys), report, "users")
-        return core.Population(keys, {}, {}, names, dense, stats)
+        return core.Population(keys, {}, {})
     where = "users"
     id_column = _one(spec, "id", where)
     dense_columns = _names(spec, "dense", where)
@@ -309,8 +308,7 @@ def read_users(spec: Optional[Dict[str, Any]], base: Path, seen_ids: List[str],
         report.repair(f"users.{column}_unparsable", len(unparsable),
                       table.where(np.asarray(unparsable, int)), "not a number: imputed")
         raw[column] = np.asarray(values, dtype=np.float64)
-    names, dense, stats = core.scale_dense(raw, len(keys), report, "users")
-    return core.Population(keys, features, vocab, names, dense, stats)
+    return core.Population(keys, features, vocab, raw)
 
 
 def _timestamps(cells: List[Optional[str]]) -> Tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,13 @@ writes a prepared directory that every model and the MMF dataset read
 unchanged (see ``prepared.py``).
 
 Purchases are the positives. Each is followed by ``negatives_per_positive``
-seeded negatives: articles that customer never bought. Splits are by date:
-train, val, test, and ``cold`` (test-period rows of items never seen before
-the test period, plus a seeded held-out fraction of items; their negatives
-come from cold items, the other splits' from the rest). A row's
+seeded negatives, marked ``sampled``: articles on sale by that day (bought by
+someone on or before it) that the customer had not bought by then. Splits are
+by date: train, val, test, and ``cold`` (test-period rows of items with no
+training-period purchase, plus a seeded held-out fraction of items; their
+negatives come from cold items, the other splits' from the rest). Seen and
+cold items, the splits, the negatives and the scaling of age follow
+``mmf_rec.data.protocol``, as every reader does. A row's
 ``history`` holds items bought on earlier days only, so no row sees its own
 day or the future. Real data has no known click model: no ``click_prob``
 column, and ``oracle_auc`` is null.
@@ -39,6 +42,7 @@ import pyarrow.parquet as pq
 
 from mmf_rec.data.cli import reader_main
 from mmf_rec.data import prepared as fmt
+from mmf_rec.data import protocol
 from mmf_rec.schema import PAD_ID, DenseFeature, KnowledgeField, Schema, SparseFeature
 
 logger = logging.getLogger(__name__)
@@ -362,6 +366,7 @@ class Customers:
     vocab: Dict[str, List[str]]
     dense: np.ndarray  # (users, len(DENSE_FEATURES)) float32
     age_stats: Dict[str, Any]
+    age: np.ndarray  # (users,) raw years, NaN missing
 
 
 def _count(dropped: Dict[str, int], reason: str, mask: np.ndarray, source: Source,
@@ -447,18 +452,21 @@ def read_customers(path: Path, config: HMConfig, dropped: Dict[str, int]) -> Cus
     vocab["age_bucket"] = [UNKNOWN] + [
         f"{lo}-{hi - 1}" for lo, hi in zip((0, *AGE_EDGES), AGE_EDGES)] + [f"{AGE_EDGES[-1]}+"]
     missing = np.isnan(age)
-    known = age[~missing]
-    mean = float(known.mean()) if known.size else 0.0
-    std = float(known.std()) if known.size > 1 and known.std() > 0 else 1.0
     flags = [np.nan_to_num(_floats(source, c)[rows]) != 0 for c in ("FN", "Active")]
     dense = np.stack([
-        np.where(missing, 0.0, (age - mean) / std),
+        np.zeros(len(age)),  # scaled age: filled in by scale_age once splits are known
         missing.astype(np.float64),
         *flags,
     ], axis=1).astype(np.float32)
-    stats = {"mean": mean, "std": std, "missing": int(missing.sum()),
-             "implausible_as_missing": int(implausible.sum())}
-    return Customers(customer.take(take), features, vocab, dense, stats)
+    stats = {"implausible_as_missing": int(implausible.sum())}
+    return Customers(customer.take(take), features, vocab, dense, stats, age)
+
+
+def scale_age(customers: Customers, fit: np.ndarray) -> None:
+    """Fill the dense age column, standardised with the ``fit`` customers' ages."""
+    scaled, stats = protocol.standardise(customers.age, fit)
+    customers.dense[:, DENSE_FEATURES.index("age")] = scaled
+    customers.age_stats.update(stats)
 
 
 @dataclass
@@ -518,18 +526,16 @@ def period_starts(day: np.ndarray, config: HMConfig) -> Tuple[int, int]:
     return val_start, test_start
 
 
-def cold_items(purchases: Purchases, n_items: int, test_start: int,
-               config: HMConfig) -> Tuple[np.ndarray, Dict[str, int]]:
-    """Items first bought in the test period, plus a seeded held-out fraction of the rest."""
-    first = np.full(n_items, np.iinfo(np.int64).max)
-    np.minimum.at(first, purchases.item, purchases.day)
-    new = (first >= test_start) & (first < np.iinfo(np.int64).max)
+def held_out_items(purchases: Purchases, n_items: int, test_start: int,
+                   config: HMConfig) -> np.ndarray:
+    """A seeded ``cold_item_fraction`` of the items bought before the test period."""
+    first = protocol.first_observed(purchases.item, purchases.day, n_items)
     earlier = np.flatnonzero(first < test_start)
     rng = np.random.default_rng([config.seed, _HELD_OUT])
-    n_held = int(round(len(earlier) * config.cold_item_fraction))
     held = np.zeros(n_items, dtype=bool)
-    held[rng.choice(earlier, n_held, replace=False)] = True
-    return new | held, {"first_bought_in_test": int(new.sum()), "held_out": n_held}
+    held[rng.choice(earlier, int(round(len(earlier) * config.cold_item_fraction)),
+                    replace=False)] = True
+    return held
 
 
 def history_before_day(user: np.ndarray, day: np.ndarray, purchases: Purchases,
@@ -554,32 +560,6 @@ def history_before_day(user: np.ndarray, day: np.ndarray, purchases: Purchases,
         ok = position >= start
         history[ok, k] = items[position[ok]]
     return history
-
-
-def sample_negatives(user: np.ndarray, pool: np.ndarray, weight: Optional[np.ndarray],
-                     bought: np.ndarray, n_items: int, k: int,
-                     rng: np.random.Generator, rounds: int = 100) -> np.ndarray:
-    """(rows, k) items from ``pool`` the row's user never bought; -1 where none was found.
-
-    ``bought`` holds sorted keys user * n_items + item of every purchase.
-    """
-    out = np.full((len(user), k), -1, dtype=np.int64)
-    if len(pool) == 0 or k == 0:
-        return out
-    p = None if weight is None else weight / weight.sum()
-    todo = np.arange(out.size)
-    owner = np.repeat(user, k)
-    for _ in range(rounds):
-        if todo.size == 0:
-            break
-        draw = pool[rng.choice(len(pool), todo.size, p=p)] if p is not None else \
-            pool[rng.integers(0, len(pool), todo.size)]
-        keys = owner[todo] * n_items + draw
-        at = np.minimum(np.searchsorted(bought, keys), len(bought) - 1)
-        ok = bought[at] != keys
-        out.flat[todo[ok]] = draw[ok]
-        todo = todo[~ok]
-    return out
 
 
 # -- images ------------------------------------------------------------------
@@ -684,6 +664,8 @@ def write_split(directory: Path, schema: Schema, rows: Dict[str, np.ndarray],
                                            rows["label"].astype(np.float32))
     files[fmt.TIMESTAMP_COLUMN] = fmt.write_column(
         directory, fmt.TIMESTAMP_COLUMN, rows["day"].astype(np.int64) * 86400)
+    files[fmt.SAMPLED_COLUMN] = fmt.write_column(directory, fmt.SAMPLED_COLUMN,
+                                                 rows["sampled"].astype(bool))
     return {"rows": int(len(u)), "files": files}
 
 
@@ -696,6 +678,7 @@ def _rows_with_negatives(purchases: Purchases, positives: np.ndarray,
     label = np.zeros((len(positives), 1 + k), dtype=np.float32)
     label[:, 0] = 1.0
     return {
+        "sampled": (label == 0.0).ravel()[present],
         "user": np.repeat(purchases.user[positives], 1 + k)[present],
         "item": items.ravel()[present],
         "day": np.repeat(purchases.day[positives], 1 + k)[present],
@@ -730,21 +713,21 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     read_seconds = time.perf_counter() - started
 
     val_start, test_start = period_starts(purchases.day, config)
-    is_cold, cold_reasons = cold_items(purchases, n_items, test_start, config)
+    held = held_out_items(purchases, n_items, test_start, config)
+    positives, is_cold, left_out = protocol.time_splits(
+        purchases.item, purchases.day, n_items, val_start, test_start, held)
+    cold_reasons = {"held_out": int(held.sum()),
+                    "no_training_purchase": int((is_cold & ~held).sum())}
     cold_row = is_cold[purchases.item]
     in_test = purchases.day >= test_start
-    rows = np.arange(len(purchases.day))
-    positives = {
-        "train": rows[(purchases.day < val_start) & ~cold_row],
-        "val": rows[(purchases.day >= val_start) & ~in_test & ~cold_row],
-        "test": rows[in_test & ~cold_row],
-        "cold": rows[in_test & cold_row],
-    }
-    excluded = int((cold_row & ~in_test).sum())  # held-out items bought earlier
+    # scaling statistics from customers with a training purchase only
+    trained = np.zeros(n_users, dtype=bool)
+    trained[purchases.user[positives["train"]]] = True
+    scale_age(customers, trained)
 
     history = history_before_day(purchases.user, purchases.day, purchases, ~cold_row,
                                  config.history_len)
-    bought = np.unique(purchases.user * n_items + purchases.item)
+    first_seen = protocol.first_observed(purchases.item, purchases.day, n_items)
     train_counts = np.bincount(purchases.item[positives["train"]], minlength=n_items)
     rng = np.random.default_rng([config.seed, _NEGATIVES])
     found, unmatched = find_images(src, articles.article_id) if config.images != "none" \
@@ -753,16 +736,18 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     root.mkdir(parents=True, exist_ok=True)
     splits, negatives_count = {}, {}
     for name, positive in positives.items():
-        pool = np.flatnonzero(is_cold if name == "cold" else ~is_cold)
-        weight = (train_counts[pool] + 1.0) if config.negative_sampling == "popularity" \
-            else None
-        negatives = sample_negatives(purchases.user[positive], pool, weight, bought,
-                                     n_items, config.negatives_per_positive, rng)
+        pool = is_cold if name == "cold" else ~is_cold
+        weight = (train_counts + 1.0) if config.negative_sampling == "popularity" else None
+        negatives = protocol.sample_negatives(
+            purchases.user[positive], purchases.day[positive], n_items,
+            config.negatives_per_positive, rng, first_seen, pool,
+            (purchases.user, purchases.item, purchases.day), weight)
         missing = int((negatives < 0).sum())
         if missing:
             dropped["negatives.no_candidate"] += missing
-            logger.warning("%s: %d negatives could not be drawn (users who bought every "
-                           "item of the %d-item pool)", name, missing, len(pool))
+            logger.warning("%s: %d negatives could not be drawn (users who had bought every "
+                           "item of the %d-item pool on sale by then)", name, missing,
+                           int(pool.sum()))
         split_rows = _rows_with_negatives(purchases, positive, negatives, history[positive])
         splits[name] = write_split(root / name, schema, split_rows, articles, customers)
         negatives_count[name] = int((negatives >= 0).sum())
@@ -816,8 +801,9 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
         "cold_item_reasons": cold_reasons,
         "positives": {name: int(len(p)) for name, p in positives.items()},
         "negatives": negatives_count,
-        "transactions": {"valid": int(len(purchases.day)),
-                         "excluded_cold_before_test": excluded},
+        "transactions": {"valid": int(len(purchases.day))},
+        "protocol": {"name": "time", "labels": "implicit", "cold_items": int(is_cold.sum()),
+                     "cold_item_reasons": cold_reasons, "rows_left_out": left_out},
         "dropped": dropped,
         "customers": {"rows": n_users, "with_purchases": int(len(np.unique(purchases.user))),
                       "age": customers.age_stats},

@@ -6,9 +6,11 @@ this module does the rest once: labels, splits, sampled negatives, each
 row's history, the schema and the files. Protocols (``SplitConfig.protocol``):
 
 * ``time``: train / val / test by timestamp quantiles over all interactions;
-  test-period rows of items never seen before the test period form ``cold``.
+  the test-period rows of cold items (no observed training interaction) form
+  ``cold``.
 * ``cold_start``: as ``time``, and a seeded ``cold_item_fraction`` of the
-  items is held out of training entirely; all their rows form ``cold``.
+  items is held out of training entirely; they are cold, and only their
+  test-period rows are evaluated (``cold``), never their older ones.
 * ``leave_last_out`` (NCF): per user, the latest positive is the test item
   (ties: the larger item id), the latest remaining one the validation item;
   each is scored against ``eval_negatives`` items (99) drawn without
@@ -18,10 +20,16 @@ row's history, the schema and the files. Protocols (``SplitConfig.protocol``):
   (val). The defaults reproduce ``../shared/data/ml-100k-loo`` exactly. Each
   user's candidates are one block of rows, the held-out item first.
 
+Seen and cold items, the cold split, the sampled negatives of training rows
+(items that exist at the row's time, minus the user's positives up to then)
+and the scaling of dense user features (training users' statistics) follow
+``mmf_rec.data.protocol``, as every reader does.
+
 Labels come from a rating threshold (``labels: rating``), or every
 interaction is a positive (``implicit``; then ``negatives_per_positive``
-sampled items follow each training positive, and under ``time`` every
-positive of every split). ``auto`` means implicit for leave_last_out (the NCF
+sampled items follow each positive of every split under ``time`` /
+``cold_start``, and each training positive under ``leave_last_out``; they
+are marked ``sampled``). ``auto`` means implicit for leave_last_out (the NCF
 protocol), ratings otherwise. History is the user's last ``history_len``
 positives strictly before the row's timestamp, never a cold item.
 """
@@ -38,6 +46,7 @@ import pyarrow as pa
 
 from mmf_rec.data import hm
 from mmf_rec.data import prepared as fmt
+from mmf_rec.data import protocol
 from mmf_rec.data.report import DataInputError, RowReport, write_report
 from mmf_rec.schema import DenseFeature, KnowledgeField, Schema, SparseFeature
 
@@ -154,14 +163,13 @@ class Catalogue:
 
 @dataclass
 class Population:
-    """Users: row = user id."""
+    """Users: row = user id. Dense values stay raw (NaN = missing) until the
+    splits are known: they are scaled with training users' statistics."""
 
     keys: List[str]
     categorical: Dict[str, np.ndarray]
     vocab: Dict[str, List[str]]
-    dense_names: List[str]
-    dense: np.ndarray  # (users, len(dense_names)) float32, already imputed/scaled
-    dense_stats: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    dense_raw: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self):
         return len(self.keys)
@@ -190,23 +198,23 @@ def encode(values: Sequence[Optional[str]], min_count: int, max_vocab: int
     return hm.vocabulary(pa.array(list(values), pa.string()), min_count, max_vocab)
 
 
-def scale_dense(raw: Mapping[str, np.ndarray], rows: int, report: RowReport, table: str
+def scale_dense(raw: Mapping[str, np.ndarray], rows: int, report: RowReport, table: str,
+                fit: Optional[np.ndarray] = None
                 ) -> Tuple[List[str], np.ndarray, Dict[str, Any]]:
-    """Standardise each column; NaN -> the mean (0 after scaling) plus a flag column.
+    """Standardise each column with the statistics of the ``fit`` rows (the
+    users with a training row; all rows when None); NaN -> the mean (0 after
+    scaling) plus a flag column.
 
     The flag (``<name>_missing``) lets a model tell an imputed value from a
     real average one; imputations are counted as repairs.
     """
+    fit = np.ones(rows, dtype=bool) if fit is None else fit
     names, columns, stats = [], [], {}
     for name, values in raw.items():
-        values = np.asarray(values, dtype=np.float64)
-        missing = ~np.isfinite(values)
-        known = values[~missing]
-        mean = float(known.mean()) if known.size else 0.0
-        std = float(known.std()) if known.size > 1 and known.std() > 0 else 1.0
+        scaled, stats[name] = protocol.standardise(values, fit)
+        missing = ~np.isfinite(np.asarray(values, dtype=np.float64))
         names.append(name)
-        columns.append(np.where(missing, 0.0, (values - mean) / std))
-        stats[name] = {"mean": mean, "std": std, "missing": int(missing.sum())}
+        columns.append(scaled)
         if missing.any():
             report.repair(f"{table}.{name}_imputed", int(missing.sum()),
                           detail="missing or not finite: set to the mean and flagged")
@@ -245,27 +253,19 @@ def _time_splits(inter: Interactions, n_items: int, config: SplitConfig
             f"{counts} rows (val from {val_start}, test from {test_start}); the data has "
             f"{n} interactions over {len(np.unique(t))} distinct timestamps; change "
             "train_fraction / val_fraction")
-    first = np.full(n_items, np.iinfo(np.int64).max)
-    np.minimum.at(first, inter.item, t)
-    is_cold = (first >= test_start) & (first < np.iinfo(np.int64).max)
-    reasons = {"first_seen_in_test": int(is_cold.sum()), "held_out": 0}
+    first = protocol.first_observed(inter.item, t, n_items)
+    held = np.zeros(n_items, dtype=bool)
     if config.protocol == "cold_start":
-        seen = np.flatnonzero(first < test_start)
+        earlier = np.flatnonzero(first < test_start)
         rng = np.random.default_rng([config.seed, _HELD_OUT])
-        held = rng.choice(seen, int(round(len(seen) * config.cold_item_fraction)),
-                          replace=False)
-        is_cold[held] = True
-        reasons["held_out"] = int(len(held))
-    cold_row = is_cold[inter.item]
-    rows = np.arange(n)
-    splits = {
-        "train": rows[(t < val_start) & ~cold_row],
-        "val": rows[(t >= val_start) & (t < test_start) & ~cold_row],
-        "test": rows[(t >= test_start) & ~cold_row],
-        "cold": rows[cold_row],
-    }
+        held[rng.choice(earlier, int(round(len(earlier) * config.cold_item_fraction)),
+                        replace=False)] = True
+    splits, is_cold, left_out = protocol.time_splits(inter.item, t, n_items, val_start,
+                                                     test_start, held)
+    reasons = {"held_out": int(held.sum()),
+               "no_training_interaction": int((is_cold & ~held).sum())}
     info = {"val_start": val_start, "test_start": test_start, "cold_items": int(is_cold.sum()),
-            "cold_item_reasons": reasons}
+            "cold_item_reasons": reasons, "rows_left_out": left_out}
     return splits, is_cold, info
 
 
@@ -335,8 +335,8 @@ def _loo_splits(inter: Interactions, positive: np.ndarray, n_items: int,
 
 
 # -- writing -----------------------------------------------------------------
-def _schema(catalogue: Catalogue, users: Population, config: SplitConfig, name: str,
-            with_images: bool) -> Schema:
+def _schema(catalogue: Catalogue, users: Population, dense_names: Sequence[str],
+            config: SplitConfig, name: str, with_images: bool) -> Schema:
     n_items = len(catalogue)
     user = [SparseFeature("user_id", len(users), side="user")] + [
         SparseFeature(f, len(users.vocab[f]), side="user") for f in users.categorical]
@@ -347,15 +347,15 @@ def _schema(catalogue: Catalogue, users: Population, config: SplitConfig, name: 
     knowledge = [KnowledgeField("description", kind="text")]
     if with_images:
         knowledge.append(KnowledgeField("image", kind="image"))
-    return Schema(dense=tuple(DenseFeature(f, side="user") for f in users.dense_names),
+    return Schema(dense=tuple(DenseFeature(f, side="user") for f in dense_names),
                   sparse=(*user, *item, history), knowledge=tuple(knowledge),
                   label=fmt.LABEL_COLUMN, source=name)
 
 
 def _write_split(directory: Path, schema: Schema, rows: Dict[str, np.ndarray],
-                 catalogue: Catalogue, users: Population) -> Dict[str, Any]:
+                 catalogue: Catalogue, users: Population, dense: np.ndarray) -> Dict[str, Any]:
     u, i = rows["user"], rows["item"]
-    files = {fmt.DENSE_COLUMN: fmt.write_column(directory, fmt.DENSE_COLUMN, users.dense[u])}
+    files = {fmt.DENSE_COLUMN: fmt.write_column(directory, fmt.DENSE_COLUMN, dense[u])}
     for f in schema.sparse:
         if f.name == "user_id":
             values = u
@@ -373,6 +373,8 @@ def _write_split(directory: Path, schema: Schema, rows: Dict[str, np.ndarray],
                                            rows["label"].astype(np.float32))
     files[fmt.TIMESTAMP_COLUMN] = fmt.write_column(directory, fmt.TIMESTAMP_COLUMN,
                                                    rows["timestamp"].astype(np.int64))
+    files[fmt.SAMPLED_COLUMN] = fmt.write_column(directory, fmt.SAMPLED_COLUMN,
+                                                 rows["sampled"].astype(bool))
     return {"rows": int(len(u)), "files": files}
 
 
@@ -383,6 +385,8 @@ def _expand(user, item, timestamp, history, label, negatives):
     labels = np.zeros((len(item), 1 + k), dtype=np.float32)
     labels[:, 0] = label
     labels[:, 1:] = 0.0
+    sampled = np.ones((len(item), 1 + k), dtype=bool)
+    sampled[:, 0] = False
     present = (items >= 0).ravel()
     return {
         "user": np.repeat(user, 1 + k)[present],
@@ -390,6 +394,7 @@ def _expand(user, item, timestamp, history, label, negatives):
         "timestamp": np.repeat(timestamp, 1 + k)[present],
         "history": np.repeat(history, 1 + k, axis=0)[present],
         "label": labels.ravel()[present],
+        "sampled": sampled.ravel()[present],
     }
 
 
@@ -416,13 +421,27 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
                                 else "") + ")")
     k_train = config.negatives_per_positive if mode == "implicit" else 0
     rng = np.random.default_rng([config.seed, _TRAIN_NEGATIVES])
-    interacted = _keys(inter.user, inter.item, n_items)
+    # the protocol's sampler: items that exist at the row's time, minus the
+    # user's positives up to then (mmf_rec.data.protocol)
+    first_seen = protocol.first_observed(inter.item, inter.timestamp, n_items)
+    positives = (inter.user[positive], inter.item[positive], inter.timestamp[positive])
+
+    def negatives_for(rows, pool):
+        rows = rows[positive[rows]]
+        drawn = protocol.sample_negatives(inter.user[rows], inter.timestamp[rows], n_items,
+                                          k_train, rng, first_seen, pool, positives)
+        report.repair("interactions.negatives_not_found", int((drawn < 0).sum()),
+                      detail="fewer candidate items existed at the row's time (or all were "
+                             "the user's positives) than negatives_per_positive")
+        return drawn
+
     splits: Dict[str, Dict[str, np.ndarray]] = {}
     ranking: Dict[str, Any] = {}
 
     if config.protocol == "leave_last_out":
-        is_cold = np.zeros(n_items, dtype=bool)
         train_rows, lists, info = _loo_splits(inter, positive, n_items, config, report)
+        is_cold = ~protocol.seen_items(inter.item[train_rows], None, n_items)
+        info["cold_items"] = int(is_cold.sum())
         # history never shows a row an item held out for a later split
         known = {"train": positive.copy()}
         known["train"][lists["val"][0]] = False
@@ -438,11 +457,8 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
                                          np.ones(int(mask.sum()), dtype=bool),
                                          config.history_len)
 
-        train_keys = _keys(inter.user[train_rows], inter.item[train_rows], n_items)
-        negatives = hm.sample_negatives(inter.user[train_rows][positive[train_rows]],
-                                        np.arange(n_items), None, train_keys, n_items,
-                                        k_train, rng)
-        splits["train"] = _with_sampled(inter, train_rows, label, positive, negatives,
+        splits["train"] = _with_sampled(inter, train_rows, label, positive,
+                                        negatives_for(train_rows, ~is_cold),
                                         history(train_rows, "train"))
         for split in ("val", "test"):
             rows, negs = lists[split]
@@ -457,15 +473,20 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
         history_source = hm.Purchases(inter.user[counted], inter.item[counted],
                                       inter.timestamp[counted])
         history_all = np.ones(len(history_source.user), dtype=bool)
+        train_rows = rows_of["train"]
         for split, rows in rows_of.items():
             if split == "cold" and rows.size == 0:
                 continue
             hist = hm.history_before_day(inter.user[rows], inter.timestamp[rows],
                                          history_source, history_all, config.history_len)
-            pool = np.flatnonzero(is_cold if split == "cold" else ~is_cold)
-            negatives = hm.sample_negatives(inter.user[rows][positive[rows]], pool, None,
-                                            interacted, n_items, k_train, rng)
+            negatives = negatives_for(rows, is_cold if split == "cold" else ~is_cold)
             splits[split] = _with_sampled(inter, rows, label, positive, negatives, hist)
+
+    # scaling statistics from the users with a training row only
+    trained_users = np.zeros(len(users), dtype=bool)
+    trained_users[inter.user[train_rows]] = True
+    dense_names, dense, dense_stats = scale_dense(users.dense_raw, len(users), report,
+                                                  "users", fit=trained_users)
 
     for split, rows in splits.items():
         if split != "train" and rows["label"].size and \
@@ -473,8 +494,9 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
             report.repair(f"interactions.{split}_single_class", 1,
                           detail="every row has the same label: AUC is undefined there")
 
-    schema = _schema(catalogue, users, config, name, with_images=bool(catalogue.images))
-    written = {split: _write_split(root / split, schema, rows, catalogue, users)
+    schema = _schema(catalogue, users, dense_names, config, name,
+                     with_images=bool(catalogue.images))
+    written = {split: _write_split(root / split, schema, rows, catalogue, users, dense)
                for split, rows in splits.items()}
     image_entry = None
     if catalogue.images:
@@ -514,7 +536,7 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
         "protocol": {"name": config.protocol, "labels": mode, **_jsonable(info)},
         "ranking": ranking,
         "positives": {s: int((r["label"] > 0.5).sum()) for s, r in splits.items()},
-        "dense_stats": users.dense_stats,
+        "dense_stats": dense_stats,
         "interactions": {"valid": int(len(inter)), "positive": int(positive.sum())},
         "dropped": dict(report.dropped),
         "repaired": dict(report.repaired),
@@ -537,7 +559,7 @@ def _with_sampled(inter, rows, label, positive, negatives, history):
     if k == 0:
         return {"user": inter.user[rows], "item": inter.item[rows],
                 "timestamp": inter.timestamp[rows], "history": history,
-                "label": label[rows]}
+                "label": label[rows], "sampled": np.zeros(len(rows), dtype=bool)}
     pos = positive[rows]
     full = np.full((len(rows), k), -1, dtype=np.int64)
     full[pos] = negatives

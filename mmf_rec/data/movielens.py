@@ -281,8 +281,7 @@ def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
     """Users from the users file, or (latest layout) the ids the ratings name."""
     if path is None:
         keys = np.unique(user_ids)
-        names, dense, stats = core.scale_dense({}, len(keys), report, "users")
-        return core.Population([str(k) for k in keys], {}, {}, names, dense, stats), keys
+        return core.Population([str(k) for k in keys], {}, {}), keys
     if layout == "100k":
         rows = read_rows(path, "users", "|", 5, config, report)
     else:
@@ -336,9 +335,7 @@ def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
     categorical["age_bucket"] = np.where(np.isnan(age), 0, bucket).astype(np.int64)
     vocab["age_bucket"] = [core.UNKNOWN] + [
         f"{lo}-{hi - 1}" for lo, hi in zip((0, *AGE_EDGES), AGE_EDGES)] + [f"{AGE_EDGES[-1]}+"]
-    names, dense, stats = core.scale_dense({"age": age}, len(keys), report, "users")
-    return core.Population([str(k) for k in keys], categorical, vocab, names, dense,
-                           stats), keys
+    return core.Population([str(k) for k in keys], categorical, vocab, {"age": age}), keys
 
 
 def read_ratings(path: Path, layout: str, config: MovieLensConfig, report: RowReport

@@ -4,7 +4,10 @@ Every reader and generator writes this format and every MMF dataset reads it,
 so validation lives here once. Layout of a prepared directory::
 
     manifest.json                written last and atomically
-    <split>/<column>.npy         one file per column per split
+    <split>/<column>.npy         one file per column per split; every split
+                                 has ``label`` and ``sampled`` (True on a
+                                 sampled negative, False on an observed row;
+                                 see mmf_rec.data.protocol)
     items/<column>.npy           the item table, row = item id
     items/descriptions.json      item texts, index = item id (optional)
     items/images/<item_id>.png   item images (optional; the manifest's image
@@ -29,10 +32,11 @@ import numpy as np
 
 from mmf_rec.schema import PAD_ID, Schema, SchemaError
 
-FORMAT = "mmf_rec.prepared/1"
+FORMAT = "mmf_rec.prepared/2"  # /2: the ``sampled`` column
 MANIFEST = "manifest.json"
 ITEMS = "items"
 LABEL_COLUMN = "label"
+SAMPLED_COLUMN = "sampled"
 DENSE_COLUMN = "dense"
 CLICK_PROB_COLUMN = "click_prob"
 TIMESTAMP_COLUMN = "timestamp"
@@ -225,7 +229,11 @@ def read_manifest(root: PathLike) -> Dict[str, Any]:
     manifest = _read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest)
-        raise PreparedDataError(f"{path}: key 'format': expected '{FORMAT}', got {got!r}")
+        hint = ("; it was prepared by an older mmf_rec (before sampled negatives were "
+                "marked and seen items defined by observed rows): prepare it again"
+                if got == "mmf_rec.prepared/1" else "")
+        raise PreparedDataError(
+            f"{path}: key 'format': expected '{FORMAT}', got {got!r}{hint}")
     for key in ("schema", "splits"):
         if key not in manifest:
             raise PreparedDataError(f"{path}: required key '{key}' is missing")
@@ -357,6 +365,15 @@ def _check_split(name: str, table: PreparedTable, schema: Schema) -> None:
             f"{path(schema.label)}: labels must lie in [0, 1], found "
             f"min {float(label.min())} max {float(label.max())}"
         )
+    if SAMPLED_COLUMN not in table:
+        raise PreparedDataError(
+            f"{path(SAMPLED_COLUMN)}: missing from split '{name}'; every split marks "
+            "its sampled negatives (prepare the data again with this mmf_rec)")
+    sampled = table[SAMPLED_COLUMN]
+    if sampled.dtype != np.bool_ or sampled.shape != label.shape:
+        raise PreparedDataError(
+            f"{path(SAMPLED_COLUMN)}: expected bool of shape {list(label.shape)}, got "
+            f"{sampled.dtype} {list(sampled.shape)}")
 
 
 def _check_items(table: PreparedTable, schema: Schema) -> None:

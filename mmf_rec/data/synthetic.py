@@ -28,13 +28,14 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 
 from mmf_rec.data import prepared as fmt
+from mmf_rec.data import protocol
 from mmf_rec.schema import PAD_ID, DenseFeature, KnowledgeField, Schema, SparseFeature
 
 logger = logging.getLogger(__name__)
 
 # Bumped whenever the generated data would change for the same config, so
 # builders regenerate instead of reusing stale files.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 NAME = "kbrec_synthetic"
 
 COLOURS = (
@@ -391,6 +392,8 @@ class Interactions:
     label: np.ndarray
     history: np.ndarray  # (N, history_len), most recent first, PAD_ID padded
     splits: Dict[str, np.ndarray]  # split name -> row indices, time ordered
+    unseen: np.ndarray  # (items,) no training impression: cold under the protocol
+    left_out: Dict[str, int]  # rows in no split, by reason
 
 
 def history_matrix(
@@ -440,20 +443,14 @@ def make_interactions(config: ConfigLike, users: Users, items: Items) -> Interac
 
     click_prob = sigmoid(click_logit(users, items, user, item)).astype(np.float32)
     label = rng.random(n, dtype=np.float32) < click_prob
-    history = history_matrix(user, item, label & ~items.is_cold[item], config.history_len)
-
-    rows = np.arange(n)
-    in_test_period = rows >= test_start
-    cold_row = items.is_cold[item]
-    splits = {
-        "train": rows[:n_train],
-        "val": rows[n_train:test_start],
-        "test": rows[in_test_period & ~cold_row],
-        "cold": rows[in_test_period & cold_row],
-    }
+    # every row is an impression (observed): seen = shown in training, one
+    # protocol for every reader (mmf_rec.data.protocol)
+    splits, unseen, left_out = protocol.time_splits(
+        item, timestamp, len(items), int(timestamp[n_train]), int(timestamp[test_start]))
+    history = history_matrix(user, item, label & ~unseen[item], config.history_len)
     return Interactions(
         user=user, item=item, timestamp=timestamp, click_prob=click_prob,
-        label=label, history=history, splits=splits,
+        label=label, history=history, splits=splits, unseen=unseen, left_out=left_out,
     )
 
 
@@ -569,11 +566,12 @@ def _split_columns(schema: Schema, users: Users, items: Items,
         columns[f.name] = values[f.name].astype(np.int64).reshape(len(rows), f.max_len)
     columns[schema.label] = inter.label[rows].astype(np.float32)
     columns[fmt.CLICK_PROB_COLUMN] = inter.click_prob[rows]
+    columns[fmt.SAMPLED_COLUMN] = np.zeros(len(rows), dtype=bool)  # impressions only
     columns[fmt.TIMESTAMP_COLUMN] = inter.timestamp[rows].astype(np.int64)
     return columns
 
 
-def _item_columns(schema: Schema, items: Items) -> Dict[str, np.ndarray]:
+def _item_columns(schema: Schema, items: Items, unseen: np.ndarray) -> Dict[str, np.ndarray]:
     n = len(items)
     values = {
         "item_id": np.arange(n),
@@ -586,7 +584,7 @@ def _item_columns(schema: Schema, items: Items) -> Dict[str, np.ndarray]:
         for f in schema.sparse
         if f.side == "item"
     }
-    columns["is_cold"] = items.is_cold
+    columns["is_cold"] = unseen
     return columns
 
 
@@ -627,7 +625,7 @@ def generate(root: Union[str, os.PathLike], config: ConfigLike = None,
         name: _json_number(rank_auc(visible[rows], inter.label[rows]))
         for name, rows in inter.splits.items()
     }
-    item_table = fmt.write_table(root / fmt.ITEMS, _item_columns(schema, items))
+    item_table = fmt.write_table(root / fmt.ITEMS, _item_columns(schema, items, inter.unseen))
     knowledge = write_knowledge(root, items, config, progress)
 
     manifest = {
@@ -643,7 +641,11 @@ def generate(root: Union[str, os.PathLike], config: ConfigLike = None,
         "oracle_auc": oracle_auc,
         # The best AUC reachable without colour/material/style.
         "oracle_auc_without_hidden": visible_auc,
-        "cold_items": int(items.is_cold.sum()),
+        "cold_items": int(inter.unseen.sum()),
+        "protocol": {"name": "time", "labels": "label",
+                     "cold_items": int(inter.unseen.sum()),
+                     "launched_in_test": int(items.is_cold.sum()),
+                     "rows_left_out": inter.left_out},
         "click_rate": {n: _json_number(inter.label[r].mean()) if len(r) else None
                        for n, r in inter.splits.items()},
     }

@@ -17,7 +17,7 @@ one batched call.
 """
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from mmf.common.registry import registry
 from mmf.models.base_model import BaseModel
 from torch import Tensor, nn
 
+from mmf_rec.data import protocol
 from mmf_rec.data.prepared import load_prepared
 from mmf_rec.encoders.dense import mlp
 from mmf_rec.interaction import dot_interaction, dot_interaction_size, masked_mean, maxsim
@@ -144,22 +145,22 @@ class DLRMMultimodal(BaseModel):
         if self.item_id_feature is None:
             return
         self.item_id_column = self.item_features.index(self.item_id_feature)
-        train_items = torch.from_numpy(np.array(data.split("train")[data.item_feature][:, 0]))
-        seen = torch.zeros(data.items.rows, dtype=torch.bool)
-        seen[train_items.unique()] = True
+        seen = torch.from_numpy(protocol.seen_in_training(data))
         self.register_buffer("item_seen", seen, persistent=False)
 
-    def _item_attributes(self, item_ids: Tensor) -> Tensor:
+    def _item_attributes(self, item_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """The items' categorical ids, and (N,) whether each id is kept: a
+        blanked id is masked out of MaxSim, not a zero token it could match."""
         attributes = self.item_attributes[item_ids]
         if self.item_id_feature is None:
-            return attributes
+            return attributes, None
         blank = ~self.item_seen[item_ids]
         if self.training and self.id_dropout > 0:
             blank = blank | (torch.rand(blank.shape, device=blank.device) < self.id_dropout)
         column = attributes[:, self.item_id_column]
         attributes = attributes.clone()
         attributes[:, self.item_id_column] = torch.where(blank, PAD_ID, column)
-        return attributes
+        return attributes, ~blank
 
     @property
     def history_modalities(self) -> List[str]:
@@ -188,11 +189,13 @@ class DLRMMultimodal(BaseModel):
         return Side.from_groups(groups, pooled)
 
     def encode_items(self, item_ids: Tensor) -> Side:
-        attributes = self._item_attributes(item_ids)
+        attributes, id_kept = self._item_attributes(item_ids)
         categorical = self.item_sparse(
             {name: attributes[:, j : j + 1] for j, name in enumerate(self.item_features)}
         )
         known = torch.ones(categorical.shape[:2], dtype=torch.bool, device=categorical.device)
+        if id_kept is not None:
+            known[:, self.item_id_column] = id_kept
         groups, pooled = [(categorical, known)], [categorical]
         for modality in self.modalities:
             vectors, mask = self.knowledge[modality].tokens(item_ids)

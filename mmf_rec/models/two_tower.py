@@ -40,6 +40,7 @@ from mmf.models.base_model import BaseModel
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mmf_rec.data import protocol
 from mmf_rec.data.prepared import load_prepared
 from mmf_rec.encoders.dense import mlp
 from mmf_rec.interaction import masked_mean
@@ -165,7 +166,8 @@ class TwoTower(BaseModel):
         self.item_tower = mlp([item_in, *hidden, self.output_dim], final_activation=False)
 
     def _build_id_blanking(self, data) -> None:
-        """Ids never seen in training have untrained (noise) vectors: they are
+        """Ids of cold items (no observed training row: mmf_rec.data.protocol)
+        have untrained (noise) vectors: they are
         blanked (the padding id, a zero vector), and in training ids are
         blanked at random too, so the towers learn to work from features and
         content alone (cold items; the features-only fallback for new users)."""
@@ -176,8 +178,7 @@ class TwoTower(BaseModel):
         self.id_dropout = float(self.config.get("id_dropout") or 0.0)
         if self.item_id_feature is not None:
             self.item_id_column = self.item_features.index(self.item_id_feature)
-            seen = torch.zeros(data.items.rows, dtype=torch.bool)
-            seen[torch.from_numpy(np.unique(train[data.item_feature][:, 0]))] = True
+            seen = torch.from_numpy(protocol.seen_in_training(data))
             self.register_buffer("item_seen", seen, persistent=False)
         # the user id column also keys users in evaluation (hr@K), read or not
         self.user_key = self.config.get("user_id_feature") or None

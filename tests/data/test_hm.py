@@ -54,6 +54,7 @@ def rows(data):
             "day": np.asarray(t["timestamp"]) // 86400,
             "label": np.asarray(t["label"]),
             "history": np.asarray(t["history"]),
+            "sampled": np.asarray(t["sampled"]),
         }
     return out
 
@@ -85,26 +86,39 @@ def test_every_valid_purchase_is_one_positive_with_k_negatives(data, rows):
     for name, r in rows.items():
         positive = r["label"] == 1
         assert positive.sum() == manifest["positives"][name]
-        assert (~positive).sum() == K * positive.sum() == manifest["negatives"][name]
+        # negatives come only from items on sale by that day: early rows find fewer
+        assert (~positive).sum() == manifest["negatives"][name] <= K * positive.sum()
+        assert np.array_equal(r["sampled"], ~positive)
         got.update(zip(r["customer"][positive], r["article"][positive],
                        r["day"][positive].tolist()))
-    # Only the held-out cold items' purchases before the test period are missing.
+    assert (sum(manifest["negatives"].values()) + manifest["dropped"]["negatives.no_candidate"]
+            == K * sum(manifest["positives"].values()))
+    # Missing: the held-out items' training-period purchases and cold items'
+    # validation-period purchases, counted by reason.
     missing = raw - got
-    assert sum(missing.values()) == manifest["transactions"]["excluded_cold_before_test"]
+    assert sum(missing.values()) == sum(manifest["protocol"]["rows_left_out"].values())
     assert not got - raw
 
 
-def test_no_negative_was_bought_by_its_customer(rows):
-    bought = {(c, a) for c, a, _ in _raw_purchases()}
+def test_no_negative_was_bought_by_then_or_sold_later(rows):
+    first_day = {}
+    bought_by = {}
+    for c, a, d in _raw_purchases():
+        first_day[a] = min(first_day.get(a, d), d)
+        bought_by[(c, a)] = min(bought_by.get((c, a), d), d)
     for name, r in rows.items():
-        negative = r["label"] == 0
-        pairs = set(zip(r["customer"][negative], r["article"][negative]))
-        assert pairs and not pairs & bought, name
-        # Each negative shares its positive's user, day and history.
-        assert np.all(r["label"][:: K + 1] == 1)
+        negative = np.flatnonzero(r["label"] == 0)
+        assert negative.size, name
+        for at in negative:
+            key = (r["customer"][at], r["article"][at])
+            day = int(r["day"][at])
+            assert key not in bought_by or bought_by[key] > day, (name, key)
+            assert first_day[r["article"][at]] <= day, (name, key)
+        # Each negative follows its positive, sharing user, day and history.
+        starts = np.flatnonzero(r["label"] == 1)
+        owner = starts[np.searchsorted(starts, negative, side="right") - 1]
         for column in ("user", "day"):
-            grouped = r[column].reshape(-1, K + 1)
-            assert np.all(grouped == grouped[:, :1]), (name, column)
+            assert np.array_equal(r[column][negative], r[column][owner]), (name, column)
 
 
 def test_splits_follow_time(data, rows):
@@ -122,7 +136,11 @@ def test_cold_items_are_only_in_the_cold_split(data, rows):
     is_cold = np.asarray(data.items["is_cold"])
     reasons = data.manifest["cold_item_reasons"]
     assert is_cold.sum() == data.manifest["cold_items"] == sum(reasons.values())
-    assert reasons["first_bought_in_test"] > 0 and reasons["held_out"] > 0
+    assert reasons["no_training_purchase"] > 0 and reasons["held_out"] > 0
+    # cold = no observed training row
+    trained = np.zeros(len(is_cold), bool)
+    trained[rows["train"]["item"][~rows["train"]["sampled"]]] = True
+    assert np.array_equal(is_cold, ~trained)
     assert np.all(is_cold[rows["cold"]["item"]])
     for name, r in rows.items():
         history = r["history"][r["history"] != PAD_ID]
@@ -146,29 +164,6 @@ def test_history_holds_earlier_days_only(data, rows):
             assert kept <= before and len(kept) == min(len(before), len(history))
             seen += bool(kept)
     assert seen > 0  # the sample has repeat customers
-
-
-def test_history_before_day_excludes_the_same_day_and_cold_items():
-    purchases = hm.Purchases(user=np.array([0, 0, 0, 1, 0]), item=np.array([5, 6, 7, 8, 9]),
-                             day=np.array([1, 1, 2, 2, 3]))
-    counted = np.array([True, True, True, True, False])  # item 9 is cold
-    history = hm.history_before_day(np.array([0, 0, 0, 1, 0]), np.array([1, 2, 3, 3, 4]),
-                                    purchases, counted, 3)
-    assert history.tolist() == [[PAD_ID] * 3, [6, 5, PAD_ID], [7, 6, 5], [8, PAD_ID, PAD_ID],
-                                [7, 6, 5]]
-
-
-def test_negatives_avoid_each_users_purchases_even_in_a_tiny_pool():
-    pool = np.arange(5)
-    bought = np.unique(np.array([0 * 5 + 0, 0 * 5 + 1, 0 * 5 + 2, 0 * 5 + 3,
-                                 1 * 5 + 0, 1 * 5 + 1, 1 * 5 + 2, 1 * 5 + 3, 1 * 5 + 4]))
-    rng = np.random.default_rng(0)
-    negatives = hm.sample_negatives(np.array([0, 0, 1]), pool, None, bought, 5, 6, rng)
-    assert negatives[:2].tolist() == [[4] * 6] * 2  # the only item user 0 never bought
-    assert negatives[2].tolist() == [-1] * 6  # user 1 bought them all: none, not a wrong one
-    weighted = hm.sample_negatives(np.array([2] * 50), pool, np.array([0, 0, 1.0, 0, 3.0]),
-                                   bought, 5, 2, rng)
-    assert set(weighted.ravel().tolist()) == {2, 4}
 
 
 def test_descriptions_name_the_article_and_its_colour(data):
@@ -307,13 +302,6 @@ def test_an_unparseable_date_names_file_row_and_column(tmp_path):
     with pytest.raises(hm.HMDataError, match=r"transactions_train\.csv: row 3 \(line 4\), "
                                              r"column 't_dat': cannot parse '2020-13-45'"):
         hm.prepare_hm(src, tmp_path / "out")
-
-
-def test_bad_config_is_one_clear_error():
-    with pytest.raises(hm.HMDataError, match=r"unknown keys \['negatives'\]"):
-        hm.HMConfig.from_mapping({"negatives": 4})
-    with pytest.raises(hm.HMDataError, match=r"test_start: expected set together"):
-        hm.HMConfig.from_mapping({"val_start": "2020-01-01"})
 
 
 # -- the generic MMF builder -----------------------------------------------------

@@ -51,8 +51,12 @@ def test_small_100k_layout_leave_last_out(tmp_path):
     manifest = movielens.prepare_movielens(src, tmp_path / "out", {"eval_negatives": 2})
     data = load_prepared(tmp_path / "out")
     assert manifest["layout"] == "100k" and data.split_names == ["train", "val", "test"]
-    # 4 users x 6 rated items; one test and one val item per user; 4 negatives per positive
-    assert data.split("train").rows == 4 * 4 * 5
+    # 4 users x 6 rated items; one test and one val item per user; up to 4
+    # negatives per positive, among the items that exist at the row's time
+    train = data.split("train")
+    sampled = np.asarray(train["sampled"])
+    assert (~sampled).sum() == 4 * 4 and np.all(np.asarray(train["label"])[~sampled] == 1)
+    assert sampled.sum() + manifest["repaired"]["interactions.negatives_not_found"] == 4 * 4 * 4
     assert data.split("test").rows == data.split("val").rows == 4 * 3
     users, items = interactions.split_blocks(tmp_path / "out", "test")
     # items are rated in order: the test item is 6, the val item 5; the unseen are 7 and 8
@@ -65,6 +69,9 @@ def test_small_100k_layout_leave_last_out(tmp_path):
     assert data.descriptions()[0] == "Misérables, Les (1995). Genres: Drama."
     assert data.schema.dense_names == ["age"]
     assert not any(manifest["dropped"].values())
+    # items 5 and 6 are only ever val / test items, 7 and 8 never rated: no
+    # observed training row, so they are cold (7 and 8 were not even negatives)
+    assert np.asarray(data.items["is_cold"]).tolist() == [False] * 4 + [True] * 4
 
 
 def test_leave_last_out_negatives_are_unseen_and_history_is_earlier(tmp_path):
@@ -192,7 +199,10 @@ def test_100k_leave_last_out_matches_the_fixed_candidate_lists(ml_loo):
     data = load_prepared(ml_loo)
     assert data.manifest["interactions"]["valid"] == 100_000
     assert not any(data.manifest["dropped"].values())
-    assert data.split("train").rows == (100_000 - 2 * 943) * 5
+    sampled = np.asarray(data.split("train")["sampled"])
+    assert (~sampled).sum() == 100_000 - 2 * 943
+    not_found = data.manifest["repaired"].get("interactions.negatives_not_found", 0)
+    assert sampled.sum() + not_found == (100_000 - 2 * 943) * 4 and not_found < 100
     if not LOO.is_dir():
         pytest.skip(f"{LOO} not found")
     item_key = np.asarray(data.items["key"]).astype(int)
@@ -222,7 +232,11 @@ def test_100k_cold_start_split_keeps_cold_items_out_of_training(tmp_path):
         assert not is_cold[np.asarray(table["item_id"])[:, 0]].any()
         h = np.asarray(table["history"])
         assert not is_cold[h[h != PAD_ID]].any()
-    assert is_cold[np.asarray(data.split("cold")["item_id"])[:, 0]].all()
+    cold = data.split("cold")
+    assert is_cold[np.asarray(cold["item_id"])[:, 0]].all()
+    # only evaluation-period rows of cold items are scored, never older ones
+    test_start = data.manifest["protocol"]["test_start"]
+    assert np.asarray(cold["timestamp"]).min() >= test_start
     assert data.manifest["protocol"]["labels"] == "rating"
 
 

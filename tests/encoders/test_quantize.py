@@ -230,6 +230,7 @@ def test_dlrm_with_compressed_tables_from_yaml_trains_and_quantizes():
                       user_id: {kind: qr, collisions: 8}
                       item_id: {kind: mixed_dim, table_dim: 4}
                       history: {kind: hash, num_buckets: 9}
+                item_id_feature: null   # a schema without data: no cold items to blank
                 """
             ),
         )

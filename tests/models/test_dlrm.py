@@ -1,5 +1,6 @@
 """The registered DLRM built from a schema, through MMF's model builder."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,7 +45,8 @@ def dataset_registered():
 
 def dlrm_config(**overrides):
     config = OmegaConf.load(config_path("models", "dlrm.yaml")).model_config.dlrm
-    config = OmegaConf.merge(config, overrides)
+    # a schema without data on disk: no item table to tell cold items by
+    config = OmegaConf.merge(config, {"item_id_feature": None}, overrides)
     config.model = "dlrm"
     return config
 
@@ -102,3 +104,23 @@ def test_model_without_a_schema_says_what_it_needs():
             build_model(dlrm_config())
     finally:
         registry.register("config", previous)
+
+
+def test_cold_item_ids_are_blanked_as_in_every_model(publish_synthetic):
+    data = publish_synthetic("_dlrm_cold", {"num_users": 50, "num_items": 40,
+                                            "num_interactions": 1500, "image_size": 16})
+    model = build_model(dlrm_config(item_id_feature="item_id")).eval()
+    is_cold = torch.from_numpy(np.array(data.items["is_cold"]))
+    assert is_cold.any() and torch.equal(model.item_seen, ~is_cold)
+    items = torch.arange(40).unsqueeze(1)
+    blanked = model._blank_cold({"item_id": items})["item_id"][:, 0]
+    assert torch.equal(blanked == -1, is_cold)
+    # a cold item scores as the padding id does: its untrained vector is never read
+    from tiny_models import sample_batch
+
+    rows = sample_batch(data, "_dlrm_cold", "test", 40, "test")
+    rows["sparse_item_id"] = items
+    with torch.no_grad():
+        scores = model(rows)["scores"]
+        rows["sparse_item_id"] = torch.where(is_cold.unsqueeze(1), -1, items)
+        assert torch.equal(scores, model(rows)["scores"])

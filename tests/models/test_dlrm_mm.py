@@ -59,11 +59,23 @@ def test_items_without_training_rows_have_their_id_blanked(prepared):
     is_cold = torch.from_numpy(np.array(prepared.items["is_cold"]))
     cold = torch.nonzero(is_cold).flatten()
     warm = torch.nonzero(~is_cold).flatten()
-    assert not model.item_seen[cold].any() and model.item_seen[warm].float().mean() > 0.9
+    assert cold.numel() and torch.equal(model.item_seen, ~is_cold)
     column = model.item_id_column
-    assert (model._item_attributes(cold)[:, column] == -1).all()
-    seen = warm[model.item_seen[warm]]
-    assert (model._item_attributes(seen)[:, column] == seen).all()
+    attributes, kept = model._item_attributes(cold)
+    assert (attributes[:, column] == -1).all() and not kept.any()
+    attributes, kept = model._item_attributes(warm)
+    assert (attributes[:, column] == warm).all() and kept.all()
+
+
+def test_a_blanked_id_is_masked_out_of_maxsim(prepared):
+    """A cold item's id is not a zero token that a user token could match."""
+    model = build().eval()
+    is_cold = torch.from_numpy(np.array(prepared.items["is_cold"]))
+    cold, warm = torch.nonzero(is_cold).flatten()[:3], torch.nonzero(~is_cold).flatten()[:3]
+    column = model.item_id_column
+    with torch.no_grad():
+        assert not model.encode_items(cold).mask[:, column].any()
+        assert model.encode_items(warm).mask[:, column].all()
 
 
 @pytest.mark.parametrize("modalities", [{"text": False, "image": False},
