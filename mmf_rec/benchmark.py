@@ -148,7 +148,9 @@ def git_state() -> Dict[str, Any]:
                               timeout=30)
     try:
         head = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain")
+        # dirty = tracked files changed; untracked ones (results being
+        # collected, say) do not change the code that ran
+        status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if head.returncode != 0:
