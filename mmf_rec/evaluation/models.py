@@ -128,14 +128,7 @@ class DLRMMultimodalScorer(CatalogueScorer):
 
     def __init__(self, model, num_items: int, item_batch: int = 1024):
         super().__init__(model, num_items)
-        from mmf_rec.models.dlrm_mm import Side
-
-        with torch.no_grad():
-            parts = [model.encode_items(torch.arange(start, min(start + item_batch, num_items)))
-                     for start in range(0, num_items, item_batch)]
-        self.catalogue = Side(torch.cat([p.tokens for p in parts]),
-                              torch.cat([p.mask for p in parts]),
-                              torch.cat([p.pooled for p in parts]), parts[0].group_sizes)
+        self.catalogue = model.encode_catalogue(item_batch)
 
     def _items(self, ids: Optional[torch.Tensor]):
         from mmf_rec.models.dlrm_mm import Side

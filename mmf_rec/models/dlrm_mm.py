@@ -203,6 +203,17 @@ class DLRMMultimodal(BaseModel):
             pooled.append(masked_mean(vectors, mask).unsqueeze(1))
         return Side.from_groups(groups, pooled)
 
+    @torch.no_grad()
+    def encode_catalogue(self, batch_size: int = 1024) -> Side:
+        """The item side of every item of the catalogue, encoded in batches:
+        what a serving cache or a full-catalogue evaluation scores against."""
+        num_items = self.item_attributes.shape[0]
+        parts = [self.encode_items(torch.arange(start, min(start + batch_size, num_items),
+                                                device=self.item_attributes.device))
+                 for start in range(0, num_items, batch_size)]
+        return Side(torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]),
+                    torch.cat([p.pooled for p in parts]), parts[0].group_sizes)
+
     # -- interaction --------------------------------------------------------------------
     def score(self, users: Side, items: Side) -> Tensor:
         """Logits (N, 1) for N (user, item) pairs; a side with N = 1 is

@@ -99,7 +99,7 @@ class Recommender:
                     f"the index holds item ids up to {int(index.item_ids.max())} but the ranker "
                     f"knows {self.ranker.item_attributes.shape[0]} items; rank only items in its "
                     "item table")
-            self._ranker_items = self._encode_ranker_catalogue()
+            self._ranker_items = self.ranker.encode_catalogue()
 
     @classmethod
     def from_runs(cls, retriever: PathLike, index: PathLike, ranker: Optional[PathLike] = None,
@@ -121,16 +121,6 @@ class Recommender:
                    data=data, descriptions=data.descriptions(), final_score=final_score)
 
     # -- the stages ----------------------------------------------------------------
-    @torch.no_grad()
-    def _encode_ranker_catalogue(self, batch_size: int = 1024):
-        from mmf_rec.models.dlrm_mm import Side
-
-        num_items = self.ranker.item_attributes.shape[0]
-        parts = [self.ranker.encode_items(torch.arange(start, min(start + batch_size, num_items)))
-                 for start in range(0, num_items, batch_size)]
-        return Side(torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]),
-                    torch.cat([p.pooled for p in parts]), parts[0].group_sizes)
-
     @torch.no_grad()
     def retrieve(self, fields: Dict[str, torch.Tensor], k: int,
                  exclude: Optional[Sequence[np.ndarray]] = None):
