@@ -526,18 +526,6 @@ def period_starts(day: np.ndarray, config: HMConfig) -> Tuple[int, int]:
     return val_start, test_start
 
 
-def held_out_items(purchases: Purchases, n_items: int, test_start: int,
-                   config: HMConfig) -> np.ndarray:
-    """A seeded ``cold_item_fraction`` of the items bought before the test period."""
-    first = protocol.first_observed(purchases.item, purchases.day, n_items)
-    earlier = np.flatnonzero(first < test_start)
-    rng = np.random.default_rng([config.seed, _HELD_OUT])
-    held = np.zeros(n_items, dtype=bool)
-    held[rng.choice(earlier, int(round(len(earlier) * config.cold_item_fraction)),
-                    replace=False)] = True
-    return held
-
-
 def history_before_day(user: np.ndarray, day: np.ndarray, purchases: Purchases,
                        counted: np.ndarray, history_len: int) -> np.ndarray:
     """Each row's user's last ``history_len`` counted purchases on earlier days.
@@ -713,7 +701,9 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
     read_seconds = time.perf_counter() - started
 
     val_start, test_start = period_starts(purchases.day, config)
-    held = held_out_items(purchases, n_items, test_start, config)
+    first_seen = protocol.first_observed(purchases.item, purchases.day, n_items)
+    held = protocol.held_out(first_seen, test_start, config.cold_item_fraction,
+                             np.random.default_rng([config.seed, _HELD_OUT]))
     positives, is_cold, left_out = protocol.time_splits(
         purchases.item, purchases.day, n_items, val_start, test_start, held)
     cold_reasons = {"held_out": int(held.sum()),
@@ -727,7 +717,6 @@ def prepare_hm(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
 
     history = history_before_day(purchases.user, purchases.day, purchases, ~cold_row,
                                  config.history_len)
-    first_seen = protocol.first_observed(purchases.item, purchases.day, n_items)
     train_counts = np.bincount(purchases.item[positives["train"]], minlength=n_items)
     rng = np.random.default_rng([config.seed, _NEGATIVES])
     found, unmatched = find_images(src, articles.article_id) if config.images != "none" \

@@ -199,16 +199,14 @@ def encode(values: Sequence[Optional[str]], min_count: int, max_vocab: int
 
 
 def scale_dense(raw: Mapping[str, np.ndarray], rows: int, report: RowReport, table: str,
-                fit: Optional[np.ndarray] = None
-                ) -> Tuple[List[str], np.ndarray, Dict[str, Any]]:
+                fit: np.ndarray) -> Tuple[List[str], np.ndarray, Dict[str, Any]]:
     """Standardise each column with the statistics of the ``fit`` rows (the
-    users with a training row; all rows when None); NaN -> the mean (0 after
-    scaling) plus a flag column.
+    users with a training row); NaN -> the mean (0 after scaling) plus a flag
+    column.
 
     The flag (``<name>_missing``) lets a model tell an imputed value from a
     real average one; imputations are counted as repairs.
     """
-    fit = np.ones(rows, dtype=bool) if fit is None else fit
     names, columns, stats = [], [], {}
     for name, values in raw.items():
         scaled, stats[name] = protocol.standardise(values, fit)
@@ -238,9 +236,11 @@ def _keys(user: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
     return np.unique(user.astype(np.int64) * n_items + item)
 
 
-def _time_splits(inter: Interactions, n_items: int, config: SplitConfig
+def _time_splits(inter: Interactions, n_items: int, config: SplitConfig,
+                 first_seen: np.ndarray
                  ) -> Tuple[Dict[str, np.ndarray], np.ndarray, Dict[str, Any]]:
-    """Row indices per split (inter is time-sorted) and the cold-item mask."""
+    """Row indices per split (inter is time-sorted) and the cold-item mask;
+    ``first_seen`` is each item's first observed time."""
     t = inter.timestamp
     n = len(t)
     val_start = int(t[min(int(n * config.train_fraction), n - 1)])
@@ -253,13 +253,10 @@ def _time_splits(inter: Interactions, n_items: int, config: SplitConfig
             f"{counts} rows (val from {val_start}, test from {test_start}); the data has "
             f"{n} interactions over {len(np.unique(t))} distinct timestamps; change "
             "train_fraction / val_fraction")
-    first = protocol.first_observed(inter.item, t, n_items)
     held = np.zeros(n_items, dtype=bool)
     if config.protocol == "cold_start":
-        earlier = np.flatnonzero(first < test_start)
-        rng = np.random.default_rng([config.seed, _HELD_OUT])
-        held[rng.choice(earlier, int(round(len(earlier) * config.cold_item_fraction)),
-                        replace=False)] = True
+        held = protocol.held_out(first_seen, test_start, config.cold_item_fraction,
+                                 np.random.default_rng([config.seed, _HELD_OUT]))
     splits, is_cold, left_out = protocol.time_splits(inter.item, t, n_items, val_start,
                                                      test_start, held)
     reasons = {"held_out": int(held.sum()),
@@ -468,7 +465,7 @@ def build_prepared(root: Path, name: str, catalogue: Catalogue, users: Populatio
                               "candidates_per_user": 1 + config.eval_negatives,
                               "layout": "per user: the held-out item, then its negatives"}
     else:
-        rows_of, is_cold, info = _time_splits(inter, n_items, config)
+        rows_of, is_cold, info = _time_splits(inter, n_items, config, first_seen)
         counted = positive & ~is_cold[inter.item]
         history_source = hm.Purchases(inter.user[counted], inter.item[counted],
                                       inter.timestamp[counted])

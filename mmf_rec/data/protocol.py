@@ -49,6 +49,16 @@ def seen_items(item: np.ndarray, sampled: Optional[np.ndarray], n_items: int) ->
     return seen
 
 
+def held_out(first_seen: np.ndarray, test_start: int, fraction: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """(n_items,) bool: a seeded ``fraction`` of the items first observed
+    before the test period, withheld from training (the ``cold_start`` protocol)."""
+    earlier = np.flatnonzero(first_seen < test_start)
+    held = np.zeros(len(first_seen), dtype=bool)
+    held[rng.choice(earlier, int(round(len(earlier) * fraction)), replace=False)] = True
+    return held
+
+
 def time_splits(item: np.ndarray, time: np.ndarray, n_items: int, val_start: int,
                 test_start: int, held_out: Optional[np.ndarray] = None
                 ) -> Tuple[Dict[str, np.ndarray], np.ndarray, Dict[str, int]]:
