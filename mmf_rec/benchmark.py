@@ -305,21 +305,10 @@ def _add_sampled(splits: Dict[str, Dict[str, Any]], scores: np.ndarray) -> None:
 
 def _block_fields(ctx: Context) -> Dict[str, Any]:
     """Model fields of the first row of each sampled candidate block of test."""
-    import torch
-
-    from mmf_rec.data.prepared import DENSE_COLUMN
+    from mmf_rec.evaluation.catalogue import user_fields
 
     users, items = ctx.blocks
-    table = ctx.data.split("test")
-    rows = np.arange(len(users)) * items.shape[1]
-    fields = {}
-    if ctx.data.schema.dense:
-        fields["dense"] = torch.from_numpy(np.asarray(table[DENSE_COLUMN])[rows])
-    for feature in ctx.data.schema.sparse:
-        if feature.side != "item":
-            fields[f"sparse_{feature.name}"] = torch.from_numpy(
-                np.asarray(table[feature.name])[rows])
-    return fields
+    return user_fields(ctx.data, "test", np.arange(len(users)) * items.shape[1])
 
 
 def run_baseline(ctx: Context, name: str, seed: int, run_dir: Path) -> Dict[str, Any]:

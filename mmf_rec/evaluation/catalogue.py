@@ -130,22 +130,28 @@ def _split_by_user(keys: np.ndarray, n_users: int, n_items: int) -> List[np.ndar
     return [items[bounds[u]:bounds[u + 1]] for u in range(n_users)]
 
 
+def user_fields(data: PreparedData, split: str, rows: np.ndarray) -> Dict[str, torch.Tensor]:
+    """The user-side model inputs of ``rows`` of a split: ``dense`` and
+    ``sparse_<name>`` for every sparse feature that is not item-side."""
+    table = data.split(split)
+    fields = {}
+    if data.schema.dense:
+        fields[DENSE_COLUMN] = torch.from_numpy(np.asarray(table[DENSE_COLUMN])[rows])
+    for f in data.schema.sparse:
+        if f.side != "item":
+            fields[f"sparse_{f.name}"] = torch.from_numpy(np.asarray(table[f.name])[rows])
+    return fields
+
+
 def _user_fields(data: PreparedData, splits: Sequence[str], first: Dict[str, np.ndarray],
                  n_users: int, positions: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
     """Model inputs of the chosen row of each user, gathered across splits."""
-    columns = [DENSE_COLUMN] if data.schema.dense else []
-    columns += [f.name for f in data.schema.sparse if f.side != "item"]
-    fields = {}
-    for column in columns:
-        out = None
-        for split in splits:
-            rows = first[split]
-            values = np.asarray(data.split(split)[column])
-            if out is None:
-                out = np.zeros((n_users, *values.shape[1:]), dtype=values.dtype)
-            out[positions[split]] = values[rows]
-        key = column if column == DENSE_COLUMN else f"sparse_{column}"
-        fields[key] = torch.from_numpy(out)
+    fields: Dict[str, torch.Tensor] = {}
+    for split in splits:
+        for key, values in user_fields(data, split, first[split]).items():
+            if key not in fields:
+                fields[key] = torch.zeros((n_users, *values.shape[1:]), dtype=values.dtype)
+            fields[key][torch.from_numpy(positions[split])] = values
     return fields
 
 

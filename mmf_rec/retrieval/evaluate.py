@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmf_rec.data.prepared import DENSE_COLUMN, PreparedData
+from mmf_rec.data.prepared import PreparedData
+from mmf_rec.evaluation.catalogue import user_fields
 from mmf_rec.ranking_metrics import ranking_report
 
 
@@ -32,12 +33,7 @@ def click_queries(data: PreparedData, split: str, max_queries: Optional[int] = N
     rows = np.nonzero(np.asarray(table[data.schema.label]) > 0.5)[0]
     if max_queries is not None and len(rows) > max_queries:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False))
-    fields = {}
-    if data.schema.dense:
-        fields[DENSE_COLUMN] = torch.from_numpy(np.asarray(table[DENSE_COLUMN])[rows])
-    for f in data.schema.sparse:
-        if f.side != "item":
-            fields[f"sparse_{f.name}"] = torch.from_numpy(np.asarray(table[f.name])[rows])
+    fields = user_fields(data, split, rows)
     items = np.asarray(table[data.item_feature][:, 0])[rows]
     user_feature = next((f.name for f in data.schema.sparse if f.side == "user"), None)
     users = np.asarray(table[user_feature][:, 0])[rows] if user_feature else rows
