@@ -58,6 +58,26 @@ def source_fingerprint(paths: Sequence[os.PathLike], extra: Any = None) -> str:
     return digest.hexdigest()[:16]
 
 
+def default_dir() -> Path:
+    """``<env.cache_dir>/knowledge_cache``: the run's cache root (MMF's
+    ``$MMF_CACHE_DIR``, else ``~/.cache/torch/mmf``), not the prepared data
+    directory, which may be read-only or shared. Entries are keyed by encoder
+    and item data, so one root serves every dataset."""
+    from mmf.common.registry import registry
+
+    root = None
+    config = registry.get("config", no_warning=True)
+    try:
+        root = config.env.cache_dir
+    except Exception:  # outside a run, or an unresolvable value
+        pass
+    if not root:
+        from mmf.utils.configuration import resolve_cache_dir
+
+        root = resolve_cache_dir("MMF_CACHE_DIR")
+    return Path(os.path.expanduser(str(root))) / "knowledge_cache"
+
+
 def _entry_dir(cache_dir: Path, name: str, key: str) -> Path:
     return Path(cache_dir) / f"{name}-{key}"
 

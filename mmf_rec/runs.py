@@ -17,12 +17,14 @@ from typing import Optional, Union
 import torch
 from omegaconf import OmegaConf
 
+from mmf_rec import safe_load
+from mmf_rec.errors import UserError
 from mmf_rec.log import log
 
 PathLike = Union[str, os.PathLike]
 
 
-class RunLoadError(ValueError):
+class RunLoadError(UserError, ValueError):
     """A run dir or checkpoint cannot be turned back into a model."""
 
 
@@ -44,7 +46,7 @@ def _setup_mmf() -> None:
     mmf_rec.setup_imports()
 
 
-def _weights_and_config(path: Path):
+def _weights_and_config(path: Path, allow_pickle: bool = False):
     """(state dict, config, the file the weights came from)."""
     if path.is_dir():
         config_file = path / "config.yaml"
@@ -66,9 +68,9 @@ def _weights_and_config(path: Path):
     else:
         raise RunLoadError(f"{path}: no such run dir or checkpoint file")
     try:
-        state = torch.load(str(weights), map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many kinds for a bad file
-        raise RunLoadError(f"{weights}: not a readable checkpoint ({error})") from None
+        state = safe_load.load_checkpoint(str(weights), allow_pickle)
+    except safe_load.CheckpointError as error:
+        raise RunLoadError(str(error)) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         if config is None and state.get("config") is not None:
             config = OmegaConf.create(state["config"])
@@ -81,17 +83,19 @@ def _weights_and_config(path: Path):
 
 
 def load_run(path: PathLike, expect_model: Optional[str] = None,
-             data_dir: Optional[PathLike] = None) -> LoadedRun:
+             data_dir: Optional[PathLike] = None, allow_pickle: bool = False) -> LoadedRun:
     """Rebuild the model of a run dir (or checkpoint file) in eval mode.
 
     ``data_dir`` replaces the run's ``env.data_dir`` (data moved since the
     run); the prepared data must be the one the model was trained on.
+    ``allow_pickle`` lets a checkpoint that needs a full unpickle load (it
+    runs code stored in the file: only for files you trust).
     """
     _setup_mmf()
     from mmf.common.registry import registry
 
     path = Path(path)
-    state, config, weights = _weights_and_config(path)
+    state, config, weights = _weights_and_config(path, allow_pickle)
     model_name = str(config.model)
     if expect_model is not None and model_name != expect_model:
         raise RunLoadError(f"{path}: holds a '{model_name}' model, expected '{expect_model}'")

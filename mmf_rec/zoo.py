@@ -43,7 +43,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from mmf_rec import paths
+from mmf_rec import paths, safe_load
+from mmf_rec.errors import UserError
 from mmf_rec.log import log
 
 PREFIX = "kbrec"
@@ -55,7 +56,7 @@ FORMAT = "mmf_rec.zoo/1"
 BUILT = ".built.json"
 
 
-class ZooError(RuntimeError):
+class ZooError(UserError, RuntimeError):
     """A zoo model cannot be used; the message says why."""
 
 
@@ -246,10 +247,9 @@ def _resources(key: str, node: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def _unpack(archive: Path, dest: Path) -> None:
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ZooFileError(f"{archive}: not a readable archive ({e})") from None
+        safe_load.extract(archive, dest)
+    except safe_load.ArchiveError as e:
+        raise ZooFileError(str(e)) from None
 
 
 def _fetch_resource(key: str, resource: Dict[str, Any], files: Mapping[str, str],
@@ -701,18 +701,14 @@ def load_pretrained_model(key: str) -> Dict[str, Any]:
 
 
 # -- export --------------------------------------------------------------------------
-def _load_checkpoint(path: Path) -> Dict[str, Any]:
-    import pickle
-
-    import torch
-
+def _load_checkpoint(path: Path, allow_pickle: bool) -> Dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # A checkpoint this machine's run wrote (e.g. with git details): trusted.
-        log(f"{path}: holds more than tensors and plain values; loading it in full "
-            "because it is this run's own checkpoint", level="warning")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = safe_load.load_checkpoint(path, allow_pickle, opt_in="--allow-pickle")
+    except safe_load.CheckpointError as e:
+        raise ZooFileError(str(e)) from None
+    if not isinstance(ckpt, Mapping):
+        raise ZooFileError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint")
+    return ckpt
 
 
 def _tar_gz(path: Path, files: Mapping[str, Path]) -> None:
@@ -756,8 +752,12 @@ def update_zoo_file(path: Path, key: str, node: Dict[str, Any]) -> None:
 
 
 def export(run_dir: os.PathLike, key: str, out_dir: Optional[os.PathLike] = None,
-           zoo_file: Optional[os.PathLike] = None, checkpoint: str = "best") -> Dict[str, Any]:
-    """Package a trained run as zoo model ``key`` and record it in a zoo file."""
+           zoo_file: Optional[os.PathLike] = None, checkpoint: str = "best",
+           allow_pickle: bool = False) -> Dict[str, Any]:
+    """Package a trained run as zoo model ``key`` and record it in a zoo file.
+
+    ``allow_pickle`` lets a checkpoint that needs a full unpickle load (it
+    runs code stored in the file); the archive then holds plain weights."""
     import torch
     from omegaconf import OmegaConf
 
@@ -773,7 +773,7 @@ def export(run_dir: os.PathLike, key: str, out_dir: Optional[os.PathLike] = None
     ckpt_file = run_dir / candidates[checkpoint]
     if not ckpt_file.is_file():
         raise ZooFileError(f"{ckpt_file} is missing: has the run written a checkpoint?")
-    ckpt = _load_checkpoint(ckpt_file)
+    ckpt = _load_checkpoint(ckpt_file, allow_pickle)
     if isinstance(ckpt.get("config"), Mapping):
         # the config of the run that wrote the weights (a later mmf_predict or
         # test run in the same save_dir rewrites config.yaml)
@@ -863,7 +863,8 @@ PIPELINE = "pipeline"
 
 def export_bundle(key: str, retriever: os.PathLike, index: os.PathLike,
                   ranker: Optional[os.PathLike] = None, out_dir: Optional[os.PathLike] = None,
-                  zoo_file: Optional[os.PathLike] = None) -> Dict[str, Any]:
+                  zoo_file: Optional[os.PathLike] = None,
+                  allow_pickle: bool = False) -> Dict[str, Any]:
     """Publish a retrieve-then-rank pipeline as ``kbrec.pipeline.<name>``.
 
     The retriever and the ranker become zoo models of their own
@@ -879,9 +880,10 @@ def export_bundle(key: str, retriever: os.PathLike, index: os.PathLike,
     if not index_files:
         raise ZooFileError(f"{index}: not an index directory (tools/build_index.py writes one)")
     members = {"retriever": export(retriever, f"{PREFIX}.two_tower.{name}", out_dir,
-                                   zoo_file)["key"]}
+                                   zoo_file, allow_pickle=allow_pickle)["key"]}
     if ranker is not None:
-        members["ranker"] = export(ranker, f"{PREFIX}.dlrm_mm.{name}", out_dir, zoo_file)["key"]
+        members["ranker"] = export(ranker, f"{PREFIX}.dlrm_mm.{name}", out_dir, zoo_file,
+                                   allow_pickle=allow_pickle)["key"]
     out_dir = Path(out_dir).absolute() if out_dir is not None else Path(retriever) / "zoo"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {f"index/{p.name}": sha256_file(p) for p in index_files}

@@ -1,4 +1,19 @@
+import os
+
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mmf_cache_dir(tmp_path_factory):
+    """MMF's cache root (where models put their knowledge caches) in this
+    session's temporary folder, not the user's ~/.cache."""
+    previous = os.environ.get("MMF_CACHE_DIR")
+    os.environ["MMF_CACHE_DIR"] = str(tmp_path_factory.mktemp("mmf_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MMF_CACHE_DIR", None)
+    else:
+        os.environ["MMF_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,7 @@ def test_mmf_run_trains_dlrm_mm_with_cached_knowledge(trained, tmp_path):
     for split in ("val", "test", "cold"):
         assert {"auc", "log_loss", "oracle_auc"} <= set(metrics[split])
     assert metrics["val"]["auc"] > 0.55
-    cache_root = first / "data" / "kbrec_synthetic" / "knowledge_cache"
+    cache_root = tmp_path / "cache" / "knowledge_cache"  # MMF_CACHE_DIR, not the data
     entries = sorted(p.name.split("-")[0] for p in cache_root.iterdir())
     assert entries == ["image", "text"], entries
     log = result.stdout + result.stderr

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Publish a trained run in mmf_rec's model zoo.
 
-    python tools/export_zoo.py --run save/kbrec_dlrm --key kbrec.dlrm.synthetic
+    python tools/export_zoo.py --run save/kbrec_synthetic/dlrm --key kbrec.dlrm.synthetic
 
 packages the run's config, its best weights (``--checkpoint current`` for the
 last ones) and fingerprints of the data it was trained on (schema,
@@ -13,7 +13,7 @@ layout, with its sha256), and adds or updates ``<key>`` in mmf_rec's zoo file
 set ``MMF_REC_MODEL_ZOO=FILE`` for those.
 
     python tools/export_zoo.py --bundle --key kbrec.pipeline.synthetic \
-        --retriever save/kbrec_two_tower --ranker save/kbrec_dlrm_mm
+        --retriever save/kbrec_synthetic/two_tower --ranker save/kbrec_synthetic/dlrm_mm
 
 publishes a whole retrieve-then-rank pipeline (retriever, its index, ranker)
 under one key, for ``tools/recommend.py --zoo kbrec.pipeline.synthetic``.
@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                         help="zoo file to update (default: $MMF_REC_MODEL_ZOO or "
                              "mmf_rec's configs/zoo/models.yaml)")
     parser.add_argument("--checkpoint", choices=("best", "current"), default="best")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="load a checkpoint that needs a full unpickle (it runs code "
+                             "stored in the file: only for files you trust)")
     args = parser.parse_args(argv)
     if args.bundle and not args.retriever:
         parser.error("--bundle needs --retriever (and --index, --ranker)")
@@ -57,10 +60,11 @@ def main(argv=None) -> int:
         if args.bundle:
             index = args.index or os.path.join(args.retriever, "index")
             result = zoo.export_bundle(args.key, args.retriever, index, args.ranker,
-                                       out_dir=args.out, zoo_file=args.zoo)
+                                       out_dir=args.out, zoo_file=args.zoo,
+                                       allow_pickle=args.allow_pickle)
         else:
             result = zoo.export(args.run, args.key, out_dir=args.out, zoo_file=args.zoo,
-                                checkpoint=args.checkpoint)
+                                checkpoint=args.checkpoint, allow_pickle=args.allow_pickle)
     except (zoo.ZooError, ValueError, OSError) as e:
         print(f"export_zoo: error: {e}", file=sys.stderr)
         return 2

@@ -30,11 +30,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def load_trainer(run_dir: Path, checkpoint: Path, out_dir: Path):
+def load_trainer(run_dir: Path, checkpoint: Path, out_dir: Path, allow_pickle: bool = False):
     """MMF's trainer for the run's config in test mode, with the checkpoint loaded strictly."""
     import mmf_rec.compat
 
     mmf_rec.compat.apply()
+    from mmf_rec import safe_load
     from mmf.common.registry import registry
     from mmf.utils.build import build_config, build_trainer
     from mmf.utils.configuration import Configuration
@@ -65,7 +66,7 @@ def load_trainer(run_dir: Path, checkpoint: Path, out_dir: Path):
     registry.register("writer", Logger(config, name="mmf.quantize"))
     trainer = build_trainer(config)
     trainer.load()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = safe_load.load_checkpoint(checkpoint, allow_pickle, opt_in="--allow-pickle")
     # MMF loads checkpoints non-strictly; a mismatch must not pass silently here.
     trainer.model.load_state_dict(state.get("model", state))
     trainer.model.eval()
@@ -156,7 +157,7 @@ def training_step_ms(trainer, model, steps: int, blocks: int = 3, warmup: int = 
 
 def measure(run_dir: Path, precisions: List[str], checkpoint: Path = None, out_dir: Path = None,
             latency_batches: int = 20, latency_rounds: int = 5, time_training: int = 0,
-            save: bool = False) -> Dict[str, object]:
+            save: bool = False, allow_pickle: bool = False) -> Dict[str, object]:
     from mmf_rec.encoders.quantize import (
         PRECISIONS, quantize_model, replace_sparse_encoders, unfused_encoder,
     )
@@ -167,7 +168,7 @@ def measure(run_dir: Path, precisions: List[str], checkpoint: Path = None, out_d
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "best.ckpt"
     out_dir = Path(out_dir) if out_dir else run_dir / "quantized"
-    trainer = load_trainer(run_dir, checkpoint, out_dir)
+    trainer = load_trainer(run_dir, checkpoint, out_dir, allow_pickle)
     model = trainer.model
     models = {"fp32": model}
     # Quantized tables are looked up one by one: this separates the cost of
@@ -248,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--time-training", type=int, default=0, metavar="STEPS",
                    help="also time 3 blocks of this many training steps of the float model")
     p.add_argument("--save", action="store_true", help="write each quantized state dict")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a checkpoint that needs a full unpickle (it runs code stored "
+                        "in the file: only for files you trust)")
     return p
 
 
@@ -255,7 +259,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     payload = measure(
         args.run, args.precision, args.checkpoint, args.out_dir, args.latency_batches,
-        args.latency_rounds, args.time_training, args.save,
+        args.latency_rounds, args.time_training, args.save, args.allow_pickle,
     )
     print(report(payload))
     if args.json:
@@ -265,4 +269,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mmf_rec.errors import one_line_user_errors
+
+    sys.exit(one_line_user_errors(main)())

@@ -195,7 +195,8 @@ def after_import():
     set_mapping_values_from_the_command_line()
     decode_yaml_booleans_on_the_command_line()
     register_plugins_with_mmf_imports()
-    trust_own_checkpoints()
+    load_checkpoints_safely()
+    unpack_archives_safely()
     # checkpoints: exact resume, and the model zoo (mmf_rec.resume, mmf_rec.zoo)
     resume_training_exactly()
     load_zoo_models_by_key()
@@ -203,6 +204,9 @@ def after_import():
     ranks_without_nccl()
     initialise_processes_on_cpu_too()
     shard_data_by_rank()
+    # a quiet console: no warnings a user cannot act on
+    resolve_the_available_device()
+    write_config_with_to_yaml()
     write_config_on_rank_zero_only()
     patch_mmf_cli_run(sys.modules.get("mmf_cli.run"))
 
@@ -363,24 +367,51 @@ def register_plugins_with_mmf_imports():
 
 
 @_once
-def trust_own_checkpoints():
-    """torch >= 2.6 loads only tensors by default; MMF checkpoints also hold
-    the run's config and counters. They are files this run (or the user)
-    wrote, so load them in full."""
-    import inspect
-
-    import torch
+def load_checkpoints_safely():
+    """rc10's loader unpickles checkpoints in full, which runs any code a file
+    names, and loads weights non-strictly, so a file that does not fit the
+    model leaves it untrained while the log says "Checkpoint loaded". Here a
+    checkpoint loads as tensors and plain values (all mmf_rec writes); one
+    that needs more loads only with ``checkpoint.allow_pickle=True``, and one
+    whose parameter names differ from the model's stops the run unless
+    ``checkpoint.strict=False`` (:mod:`mmf_rec.safe_load`)."""
     from mmf.utils.checkpoint import Checkpoint, _hack_imports
 
-    if "weights_only" not in inspect.signature(torch.load).parameters:
-        return
+    from mmf_rec import safe_load
 
     def _torch_load(self, file):
-        _hack_imports()
+        settings = self.config.checkpoint
         device = self.device if "cuda" in str(self.device) else "cpu"
-        return torch.load(file, map_location=device, weights_only=False)
+        ckpt = safe_load.load_checkpoint(
+            file, allow_pickle=bool(settings.get("allow_pickle", False)),
+            opt_in="checkpoint.allow_pickle=True", map_location=device,
+            before_unpickle=_hack_imports)
+        # checkpoint.pretrained_state_mapping copies some parameters on purpose
+        partial = settings.get("resume_pretrained") and settings.get("pretrained_state_mapping")
+        if settings.get("strict", True) and not partial:
+            state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+            safe_load.check_keys(self.trainer.model.state_dict().keys(), state, str(file),
+                                 "checkpoint.strict=False")
+        return ckpt
 
     Checkpoint._torch_load = _torch_load
+
+
+@_once
+def unpack_archives_safely():
+    """rc10's ``decompress`` (zoo and dataset downloads) unpacks with no
+    checks: a ``../`` member lands outside the target folder."""
+    import mmf.utils.download as download
+
+    from mmf_rec import safe_load
+
+    def decompress(path, fname, delete_original=True):
+        archive = os.path.join(path, fname)
+        safe_load.extract(archive, path)
+        if delete_original:
+            os.remove(archive)
+
+    _rebind(download, "decompress", decompress)
 
 
 # -- several processes (the code is in mmf_rec.distributed) --------------------------
@@ -460,6 +491,49 @@ def shard_data_by_rank():
 
 
 @_once
+def resolve_the_available_device():
+    """``${available_device:}``: cuda where torch sees a GPU, else cpu.
+
+    mmf_rec's defaults ask for it, so a run that names no device gets the one
+    that exists; rc10's "cuda is not present" warning then only meets a run
+    that asked for CUDA itself. (rc10's Configuration clears omegaconf's
+    resolvers and registers its own: this one joins them there.)"""
+    from mmf.utils.configuration import Configuration
+    from omegaconf import OmegaConf
+
+    def available_device(*_):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    original = Configuration._register_resolvers
+
+    @functools.wraps(original)
+    def _register_resolvers(self):
+        original(self)
+        if OmegaConf.get_resolver("available_device") is None:
+            OmegaConf.register_resolver("available_device", available_device)
+
+    Configuration._register_resolvers = _register_resolvers
+
+
+@_once
+def write_config_with_to_yaml():
+    """rc10 writes <save_dir>/config.yaml with ``cfg.pretty()``, which omegaconf
+    2.0 deprecates with a warning on every run; ``OmegaConf.to_yaml`` writes
+    the same file."""
+    from mmf.utils.checkpoint import Checkpoint
+    from mmf.utils.file_io import PathManager
+    from omegaconf import OmegaConf
+
+    def save_config(self):
+        with PathManager.open(os.path.join(self.ckpt_foldername, "config.yaml"), "w") as f:
+            f.write(OmegaConf.to_yaml(self.config, resolve=True))
+
+    Checkpoint.save_config = save_config
+
+
+@_once
 def write_config_on_rank_zero_only():
     """Every rank's Checkpoint writes <save_dir>/config.yaml in rc10; only rank 0 writes files."""
     from mmf.utils.checkpoint import Checkpoint
@@ -479,6 +553,8 @@ def write_config_on_rank_zero_only():
 def patch_mmf_cli_run(module):
     """``mmf_run`` with ``distributed.world_size`` > 1 asserts that many CUDA
     devices in rc10: put mmf_rec's launcher in place of ``mmf_cli.run.run``.
+    A user error (bad data, config or checkpoint) ends it with one line
+    (:mod:`mmf_rec.errors`).
 
     Called by the compat hook once ``mmf_cli.run`` has loaded (it imports
     mmf, and so these patches, before it defines ``run``), or from
@@ -489,8 +565,9 @@ def patch_mmf_cli_run(module):
     if getattr(module.run, "__module__", None) == "mmf_rec.distributed":
         return
     from mmf_rec import distributed
+    from mmf_rec.errors import one_line_user_errors
 
-    module.run = distributed.run
+    module.run = one_line_user_errors(distributed.run)
     if hasattr(module, "distributed_init"):
         module.distributed_init = distributed.distributed_init
 
@@ -512,7 +589,7 @@ def resume_training_exactly():
     from mmf.utils.checkpoint import Checkpoint
     from omegaconf import OmegaConf
 
-    from mmf_rec import resume
+    from mmf_rec import resume, safe_load
 
     def save(self, update, iteration=None, update_best=False):
         if not mmf_dist.is_master():
@@ -539,7 +616,7 @@ def resume_training_exactly():
         if self.git_repo:
             ckpt.update(self._get_vcs_fields())
         buffer = io.BytesIO()
-        torch.save(ckpt, buffer)
+        torch.save(safe_load.plain(ckpt), buffer)  # loads back with weights_only=True
         data = buffer.getvalue()
         paths = [os.path.join(self.models_foldername, "model_%d.ckpt" % update)]
         if update_best:

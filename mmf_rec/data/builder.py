@@ -7,6 +7,8 @@ type, then ``update_registry_for_model`` so the model can read the schema
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -19,13 +21,15 @@ from mmf_rec import paths
 from mmf_rec.data import prepared as fmt
 from mmf_rec.data import synthetic
 from mmf_rec.data.dataset import KBRecDataset, select_schema
+from mmf_rec.data.report import process_alive
+from mmf_rec.errors import UserError
 from mmf_rec.log import log
 
 
 DATASET_TYPES = ("train", "val", "test")
 
 
-class KBRecConfigError(ValueError):
+class KBRecConfigError(UserError, ValueError):
     """A dataset_config entry is missing or names something that does not exist."""
 
 
@@ -74,6 +78,7 @@ def ensure_generated(root: Path, generator: synthetic.GeneratorConfig) -> Dict[s
     """
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
+        _remove_stale_generations(root)
         current = _existing_manifest(root)
         wanted = generator.to_dict()
         if current is not None and current.get("generator") == wanted:
@@ -88,6 +93,19 @@ def ensure_generated(root: Path, generator: synthetic.GeneratorConfig) -> Dict[s
                   for name, auc in manifest["oracle_auc"].items()}
         log(f"{synthetic.NAME}: rows {rows}; oracle AUC {oracle}")
         return manifest
+
+
+def _remove_stale_generations(root: Path) -> None:
+    """The generator builds in ``.<name>.tmp-<pid>`` (and moves the old tree to
+    ``.<name>.old-<pid>``); a killed run leaves them. Under the lock, those
+    whose process is gone are removed."""
+    pattern = re.compile(rf"\.{re.escape(root.name)}\.(tmp|old)-(\d+)")
+    for path in sorted(root.parent.glob(f".{root.name}.*-*")):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not process_alive(int(match.group(2))):
+            log(f"removing {path}: left by a generator run (process {match.group(2)}) "
+                "that was killed", level="warning")
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _older_generated(root: Path) -> Optional[Dict[str, Any]]:

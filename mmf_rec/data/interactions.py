@@ -205,7 +205,8 @@ def scale_dense(raw: Mapping[str, np.ndarray], rows: int, report: RowReport, tab
     column.
 
     The flag (``<name>_missing``) lets a model tell an imputed value from a
-    real average one; imputations are counted as repairs.
+    real average one; imputations and clipped extreme values are counted as
+    repairs.
     """
     names, columns, stats = [], [], {}
     for name, values in raw.items():
@@ -213,6 +214,9 @@ def scale_dense(raw: Mapping[str, np.ndarray], rows: int, report: RowReport, tab
         missing = ~np.isfinite(np.asarray(values, dtype=np.float64))
         names.append(name)
         columns.append(scaled)
+        report.repair(f"{table}.{name}_clipped", stats[name]["clipped"],
+                      detail=f"beyond {protocol.EXTREME_IQRS:g} interquartile ranges of the "
+                             "training users' values: clipped")
         if missing.any():
             report.repair(f"{table}.{name}_imputed", int(missing.sum()),
                           detail="missing or not finite: set to the mean and flagged")

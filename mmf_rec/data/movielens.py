@@ -140,12 +140,32 @@ def find_layout(src: Path, layout: str) -> Tuple[str, Dict[str, Optional[Path]]]
     raise MovieLensDataError(f"{src}: no MovieLens ratings file; looked for {looked}")
 
 
-def _encoding(path: Path, table: str, config: MovieLensConfig) -> str:
-    """auto: Latin-1 for 100K/1M movie titles (as GroupLens wrote them), else UTF-8
+def _encodings(path: Path, table: str, config: MovieLensConfig) -> Tuple[str, ...]:
+    """Encodings to try per line, the file's own first. auto: the movie titles
+    are Latin-1 in the 100K/1M files (as GroupLens wrote them) and UTF-8 in
+    the csv ones, but edited files mix both, so a title line is decoded as
+    UTF-8 when it is valid UTF-8, else as Latin-1. Other tables are UTF-8 only
     (ids, ratings and zip codes are ASCII, so other bytes there are damage)."""
     if config.encoding != "auto":
-        return config.encoding
-    return "latin-1" if table == "movies" and path.suffix != ".csv" else "utf-8"
+        return (config.encoding,)
+    if table != "movies":
+        return ("utf-8",)
+    return ("latin-1", "utf-8") if path.suffix != ".csv" else ("utf-8", "latin-1")
+
+
+def _decode(raw: bytes, encodings: Tuple[str, ...]) -> Tuple[Optional[str], bool]:
+    """(text, whether it took another encoding than the file's own); text None
+    when none fits. A non-ASCII line that is valid UTF-8 is UTF-8, even in a
+    Latin-1 file: Latin-1 text almost never forms valid UTF-8."""
+    order = encodings
+    if "utf-8" in encodings and not raw.isascii():
+        order = ("utf-8", *(e for e in encodings if e != "utf-8"))
+    for encoding in order:
+        try:
+            return raw.decode(encoding), encoding != encodings[0]
+        except UnicodeDecodeError:
+            continue
+    return None, False
 
 
 def read_rows(path: Path, table: str, separator: str, n_fields: int,
@@ -154,18 +174,21 @@ def read_rows(path: Path, table: str, separator: str, n_fields: int,
     """(line number, fields) of every usable line; the rest are counted.
 
     ``separator`` "csv" parses quoted CSV (movies.csv titles hold commas).
+    A UTF-8 byte-order mark before the first line is not part of it.
     """
-    encoding = _encoding(path, table, config)
+    encodings = _encodings(path, table, config)
     bad: Dict[str, List[int]] = {"bad_encoding": [], "wrong_field_count": []}
+    redecoded: List[int] = []
     total = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(tqdm(f, desc=path.name, unit=" lines", leave=False,
                                           disable=None, mininterval=2), start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             if header and number == 1:
                 continue
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError:
+            line, other = _decode(raw, encodings)
+            if line is None:
                 total += 1
                 bad["bad_encoding"].append(number)
                 continue
@@ -173,6 +196,8 @@ def read_rows(path: Path, table: str, separator: str, n_fields: int,
             if not line.strip():
                 continue  # blank lines (e.g. a trailing one) carry nothing
             total += 1
+            if other:
+                redecoded.append(number)
             if separator == "csv":
                 parts = next(csv.reader(io.StringIO(line)), [])
             else:
@@ -183,9 +208,12 @@ def read_rows(path: Path, table: str, separator: str, n_fields: int,
             yield number, parts
     report.read(table, total)
     for reason, numbers in bad.items():
-        detail = {"bad_encoding": f"not valid {encoding}",
+        detail = {"bad_encoding": f"not valid {' or '.join(encodings)}",
                   "wrong_field_count": f"expected {n_fields} fields"}[reason]
         report.drop(f"{table}.{reason}", len(numbers), lines_where(path.name, numbers), detail)
+    report.repair(f"{table}.redecoded", len(redecoded), lines_where(path.name, redecoded),
+                  f"not {encodings[0]} like the rest of the file: decoded as "
+                  f"{' / '.join(encodings[1:])}")
 
 
 def _int(text: str) -> Optional[int]:

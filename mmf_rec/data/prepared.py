@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
+from mmf_rec.errors import UserError
 from mmf_rec.schema import PAD_ID, Schema, SchemaError
 
 FORMAT = "mmf_rec.prepared/2"  # /2: the ``sampled`` column
@@ -47,7 +48,7 @@ IMAGE_PATTERN = "{item_id}.png"
 PathLike = Union[str, os.PathLike]
 
 
-class PreparedDataError(ValueError):
+class PreparedDataError(UserError, ValueError):
     """A prepared directory is missing, incomplete, corrupt or inconsistent."""
 
 
@@ -116,8 +117,12 @@ def write_table(directory: PathLike, columns: Mapping[str, np.ndarray]) -> Dict[
 
 
 def write_json(path: PathLike, data: Any) -> str:
-    """Atomic, deterministic json; returns the file's sha256."""
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    """Atomic, deterministic json; returns the file's sha256. NaN and infinity
+    are refused: they are not JSON, and other readers reject the file."""
+    try:
+        text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     _atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
     return sha256_file(path)
 

@@ -135,20 +135,45 @@ def sample_negatives(user: np.ndarray, time: np.ndarray, n_items: int, k: int,
     return out
 
 
+EXTREME_IQRS = 100.0  # this many interquartile ranges beyond a quartile is an entry error
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def plausible_range(known: np.ndarray) -> Tuple[float, float]:
+    """Bounds outside which a value is an entry error: ``EXTREME_IQRS``
+    interquartile ranges beyond the quartiles of ``known`` (its range when half
+    of it is one value), never beyond float32. One value such as 1e308 would
+    otherwise make the standard deviation inf, or so large that the feature is
+    the same for every other user."""
+    known = np.clip(known, -FLOAT32_MAX, FLOAT32_MAX)
+    if known.size == 0:
+        return -FLOAT32_MAX, FLOAT32_MAX
+    q1, q3 = (float(q) for q in np.percentile(known, [25, 75]))
+    if q3 == q1:
+        return float(known.min()), float(known.max())
+    spread = EXTREME_IQRS * (q3 - q1)
+    return max(q1 - spread, -FLOAT32_MAX), min(q3 + spread, FLOAT32_MAX)
+
+
 def standardise(values: np.ndarray, fit: np.ndarray) -> Tuple[np.ndarray, Dict[str, float]]:
     """(x - mean) / std with the statistics of the ``fit`` rows; missing -> 0.
 
     Only training users are fitted: users seen first in validation or test
-    must not shift the scale the model trains on.
+    must not shift the scale the model trains on. Values outside the fitted
+    rows' :func:`plausible_range` are clipped to it first (counted as
+    ``clipped``), so the statistics stay finite and meaningful.
     """
     values = np.asarray(values, dtype=np.float64)
     missing = ~np.isfinite(values)
+    low, high = plausible_range(values[np.asarray(fit, bool) & ~missing])
+    clipped = ~missing & ((values < low) | (values > high))
+    values = np.where(missing, np.nan, np.clip(values, low, high))
     known = values[np.asarray(fit, bool) & ~missing]
     mean = float(known.mean()) if known.size else 0.0
     std = float(known.std()) if known.size > 1 and known.std() > 0 else 1.0
     scaled = np.where(missing, 0.0, (values - mean) / std)
     return scaled, {"mean": mean, "std": std, "missing": int(missing.sum()),
-                    "fitted_on": int(known.size)}
+                    "clipped": int(clipped.sum()), "fitted_on": int(known.size)}
 
 
 def seen_in_training(data) -> np.ndarray:

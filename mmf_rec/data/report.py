@@ -14,14 +14,16 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from mmf_rec.data import prepared as fmt
+from mmf_rec.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ EXAMPLES = 5  # first line numbers kept per reason
 POLICIES = ("skip", "fail")
 
 
-class DataInputError(ValueError):
+class DataInputError(UserError, ValueError):
     """The input is missing, malformed beyond the policy, or the config is wrong.
 
     A user error: command-line tools print it as one line, without a traceback.
@@ -120,20 +122,59 @@ def lines_where(name: str, line_numbers: np.ndarray) -> List[str]:
     return [f"{name}:{int(n)}" for n in np.asarray(line_numbers)[:EXAMPLES]]
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _owner(partial: Path, out: Path) -> Optional[Tuple[str, int]]:
+    """(host, pid) from ``.<out>.<host>-<pid>.<random>.partial``; None if absent."""
+    middle = partial.name[len(f".{out.name}."):-len(".partial")]
+    host, _, pid = middle.rpartition(".")[0].rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def remove_stale_partials(out: Path) -> None:
+    """Remove the unfinished builds of ``out`` that killed runs left: only
+    those whose name holds a process of this machine that is gone. Others (a
+    live build, another machine's, or one named by an older mmf_rec) are left
+    alone; the unknown ones are named so the user can decide."""
+    for partial in sorted(out.parent.glob(f".{out.name}.*.partial")):
+        owner = _owner(partial, out)
+        if owner is None:
+            logger.warning("left alone: %s, an unfinished build of unknown owner; remove "
+                           "it if no prepare is writing it", partial)
+        elif owner[0] == socket.gethostname() and not process_alive(owner[1]):
+            logger.warning("removing %s: an unfinished build of %s whose process %d is gone",
+                           partial, out, owner[1])
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output(out: Union[str, os.PathLike]) -> Iterator[Path]:
     """Yield a fresh directory next to ``out``; rename it to ``out`` on success.
 
     ``out`` must be absent or an empty directory. On any error (or Ctrl-C) the
     temporary directory is removed, so no half-written output remains that a
-    later run could take for complete.
+    later run could take for complete. A run killed outright cannot remove it;
+    its name records host and process, so the next run does
+    (:func:`remove_stale_partials`).
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataInputError(f"{out}: refusing to prepare into an existing non-empty "
                              "path; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    remove_stale_partials(out)
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{owner}.", suffix=".partial",
+                                dir=out.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

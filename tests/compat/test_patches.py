@@ -170,13 +170,23 @@ def test_project_config_names_model_and_dataset():
     assert "kbrec_synthetic" in config.dataset_config
 
 
-def test_checkpoints_holding_configs_load(tmp_path):
+def test_checkpoints_needing_a_full_unpickle_load_only_when_allowed(tmp_path):
     from mmf.utils.checkpoint import Checkpoint
 
+    from mmf_rec.safe_load import CheckpointError
+
     path = tmp_path / "current.ckpt"
-    torch.save({"config": OmegaConf.create({"a": 1}), "model": {}}, path)
-    owner = types.SimpleNamespace(device=torch.device("cpu"))
-    loaded = Checkpoint._torch_load(owner, str(path))
+    model = torch.nn.Linear(2, 1)
+    torch.save({"config": OmegaConf.create({"a": 1}), "model": model.state_dict()}, path)
+
+    def owner(**checkpoint):
+        return types.SimpleNamespace(device=torch.device("cpu"),
+                                     config=OmegaConf.create({"checkpoint": checkpoint}),
+                                     trainer=types.SimpleNamespace(model=model))
+
+    with pytest.raises(CheckpointError, match="checkpoint.allow_pickle=True"):
+        Checkpoint._torch_load(owner(), str(path))
+    loaded = Checkpoint._torch_load(owner(allow_pickle=True), str(path))
     assert loaded["config"].a == 1
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mmf_rec.data import custom
 from mmf_rec.data.prepared import load_prepared
@@ -46,7 +47,7 @@ def write_shop(root: Path, extra_clicks=(), n_items=6, n_users=5):
         photo = f"p{i}.png" if i % 2 == 0 else ""
         items.append(f"i{i},cat{i % 2},Thing {i},\"A nice, red thing\",{photo}")
         if photo:
-            (root / "photos" / photo).write_bytes(b"\x89PNG fake")
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / "photos" / photo)
     items.append("i9,cat0,,,")  # no text, no photo
     (root / "items.csv").write_text("\n".join(items) + "\n")
     users = ["user_id,age,region"] + [f"u{u},{20 + u if u != 2 else 'n/a'},r{u % 2}"
@@ -78,7 +79,8 @@ def test_custom_tables_become_prepared_data(tmp_path):
     assert data.descriptions()[keys.index("i9")] == ""
     has_image = np.asarray(data.items["has_image"])
     assert [keys[i] for i in np.flatnonzero(has_image)] == ["i0", "i2", "i4"]
-    assert data.image_path(keys.index("i2")).read_bytes() == b"\x89PNG fake"
+    assert data.image_path(keys.index("i2")).read_bytes() == \
+        (tmp_path / "src" / "photos" / "p2.png").read_bytes()
     rows = sum(data.split(s).rows for s in data.split_names)
     assert rows == 30 and not any(manifest["dropped"].values())
     train_t = np.asarray(data.split("train")["timestamp"])

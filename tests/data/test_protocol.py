@@ -118,10 +118,10 @@ def test_scaling_statistics_come_from_training_users_only(tmp_path):
 
 
 def test_standardise_ignores_rows_outside_the_fit():
-    scaled, stats = protocol.standardise(np.array([1.0, 3.0, np.nan, 1000.0]),
+    scaled, stats = protocol.standardise(np.array([1.0, 3.0, np.nan, 52.0]),
                                          np.array([True, True, True, False]))
     assert stats["mean"] == 2.0 and stats["std"] == 1.0 and stats["missing"] == 1
-    assert scaled.tolist() == [-1.0, 1.0, 0.0, 998.0]
+    assert scaled.tolist() == [-1.0, 1.0, 0.0, 50.0] and stats["clipped"] == 0
 
 
 def test_models_read_seen_items_from_observed_training_rows():
