@@ -97,7 +97,6 @@ def run(opts: Optional[List[str]] = None, predict: bool = False):
     else:
         args = argparse.Namespace(config_override=None)
         args.opts = opts
-    print(args)
     configuration = Configuration(args)
     configuration.args = args
     config = configuration.get_config()

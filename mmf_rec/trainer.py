@@ -3,7 +3,12 @@
 - Results as a file: every final evaluation lands in
   ``<env.save_dir>/metrics.json`` (split -> metric -> value, with the oracle
   AUC where the data knows it and the run's config fingerprint), so scripts
-  read numbers without parsing logs.
+  read numbers without parsing logs; the run ends with the same numbers as a
+  table (:mod:`mmf_rec.summary`).
+- Runs never overwrite each other: a run stops before it writes into a save
+  dir that holds another config's run (:mod:`mmf_rec.run_dir`).
+- A quiet console: the model is summarised in one line (the full printout
+  at ``training.logger_level=debug``); extra splits are logged by their name.
 - Speed: MMF 1.0.0rc10's loop switches on autograd anomaly detection for
   every run, a debugging aid that slows each step; here it is off unless
   ``training.detect_anomaly`` asks for it.
@@ -17,35 +22,26 @@
   optimizer (``optimizer.embeddings``); see :mod:`mmf_rec.distributed`.
 """
 
-import hashlib
 import json
 import math
 import os
+import time
 
 import omegaconf
 import torch
+from mmf.common.meter import Meter
 from mmf.common.registry import registry
 from mmf.trainers.base_trainer import BaseTrainer
 from mmf.utils.build import build_model
 from mmf.utils.distributed import get_world_size, is_master
-from mmf.utils.general import clip_gradients, print_model_parameters
+from mmf.utils.general import clip_gradients
 from mmf.utils.timer import Timer
-from omegaconf import OmegaConf
 
-from mmf_rec import distributed
+from mmf_rec import distributed, summary
+from mmf_rec.run_dir import check_save_dir, config_fingerprint
 from mmf_rec.train_speed import TrainSpeed
 
 METRICS_FILE = "metrics.json"
-# Config sections that say where a run happens, not what it computes.
-_VOLATILE_KEYS = ("env", "distributed", "checkpoint", "device_id", "start_rank")
-
-
-def config_fingerprint(config) -> str:
-    container = OmegaConf.to_container(config, resolve=True)
-    for key in _VOLATILE_KEYS:
-        container.pop(key, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def meter_to_metrics(meter) -> dict:
@@ -62,6 +58,18 @@ def meter_to_metrics(meter) -> dict:
     return out
 
 
+def parameter_summary(model) -> str:
+    """One line: the parameter count, and how it splits over the model's parts."""
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    parts = [(name, sum(p.numel() for p in child.parameters()))
+             for name, child in model.named_children()]
+    shown = ", ".join(f"{name} {count:,}" for name, count in parts if count)
+    frozen = "" if trained == total else f" ({trained:,} trained)"
+    return f"model {type(model).__name__}: {total:,} parameters{frozen}" + (
+        f": {shown}" if shown else "")
+
+
 @registry.register_trainer("kbrec")
 class KBRecTrainer(BaseTrainer):
     def load(self):
@@ -73,10 +81,15 @@ class KBRecTrainer(BaseTrainer):
 
         resume.install(self)
 
+    def load_extras(self):
+        # before MMF's Checkpoint, which writes <save_dir>/config.yaml
+        check_save_dir(self.config)
+        super().load_extras()
+
     def train(self):
-        self.writer.write("===== Model =====")
-        self.writer.write(self.model)
-        print_model_parameters(self.model)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        self.writer.write(parameter_summary(model))
+        self.writer.write(model, "debug")
 
         if "train" not in self.run_type:
             self.inference()
@@ -165,9 +178,9 @@ class KBRecTrainer(BaseTrainer):
                     collate_fn=self.test_loader.loaders[0].collate_fn,
                 )
                 loader.dataset_type = "test"
-                self.writer.write(f"Starting inference on {split} split")
+                self.writer.write(f"Starting inference on {split} set")
                 report, meter = self.evaluate(loader, use_tqdm=True)
-                self._summarize_report(meter, extra={"split": split})
+                self._summarize_report(_renamed(meter, "test", split))
                 metrics = meter_to_metrics(meter)
                 if getattr(extra, "oracle_auc", None) is not None:
                     metrics["oracle_auc"] = extra.oracle_auc
@@ -179,12 +192,15 @@ class KBRecTrainer(BaseTrainer):
             return
         save_dir = self.config.env.save_dir
         os.makedirs(save_dir, exist_ok=True)
+        # since the trainer was built: start-up (imports) is not the run's
+        wall_s = time.time() - self.total_timer.start / 1000
         payload = {
             **self.results,
             # updates of the evaluated (best, restored) checkpoint
             "num_updates": self.num_updates,
             "trained_updates": self.trained_updates,
             "config_fingerprint": config_fingerprint(self.config),
+            "wall_s": round(wall_s, 1),
         }
         if speed is not None:
             payload["training_speed"] = speed
@@ -193,7 +209,35 @@ class KBRecTrainer(BaseTrainer):
         with open(tmp, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
         os.replace(tmp, path)
-        self.writer.write(f"Wrote final metrics to {path}")
+        self.writer.write(self._summary(payload, path, wall_s))
+
+    def _summary(self, payload, metrics_path, wall_s) -> str:
+        criteria = self.config.training.early_stop.criteria
+        paths = {"metrics": metrics_path, "checkpoint": self._evaluated_checkpoint()}
+        log_file = getattr(self.writer, "log_filename", None)
+        if log_file:
+            paths["log"] = log_file
+        return summary.format_summary(
+            payload, self.metric_names,
+            title=f"Summary: {self.config.model} on {self.config.datasets}",
+            best_by=str(criteria).split("/")[-1] if criteria else None,
+            wall_s=wall_s, paths=paths)
+
+    def _evaluated_checkpoint(self) -> str:
+        """Where the evaluated weights are: the best checkpoint of a training
+        run, else the file or zoo key an evaluation run loaded."""
+        settings = self.config.checkpoint
+        save_dir = self.config.env.save_dir
+        best = os.path.join(save_dir, "best.ckpt")
+        if self.trained_updates is not None:
+            return best if os.path.isfile(best) else os.path.join(save_dir, "current.ckpt")
+        if settings.resume_zoo:
+            return f"zoo model {settings.resume_zoo}"
+        if settings.resume_file:
+            return str(settings.resume_file)
+        if settings.resume:
+            return best if settings.resume_best else os.path.join(save_dir, "current.ckpt")
+        return "none (the model was not trained or loaded)"
 
     # -- several processes, mixed precision, embedding gradients ----------------
     # (mmf_rec/distributed.py; MMF rc10 runs processes only on CUDA devices)
@@ -221,7 +265,7 @@ class KBRecTrainer(BaseTrainer):
         self.amp = distributed.MixedPrecision(self.config, self.device)
         if self.amp.enabled and self.amp.embedding_dtype != torch.float32:
             distributed.cast_embedding_tables(self.model, self.amp.embedding_dtype)
-        self.writer.write(self.amp.describe())
+        self.writer.write(self.amp.describe(), "info" if self.amp.enabled else "debug")
         if distributed.embedding_gradients(self.model, self.config) == "sparse":
             distributed.use_sparse_gradients(self.model)
         # (a model config may have asked for sparse gradients itself)
@@ -253,6 +297,7 @@ class KBRecTrainer(BaseTrainer):
 
     def load_metrics(self):
         super().load_metrics()
+        self.metric_names = list(self.metrics.metrics)
         if get_world_size() > 1:
             self.metrics = distributed.GatheredMetrics(self.metrics)
 
@@ -278,3 +323,12 @@ class KBRecTrainer(BaseTrainer):
         self._run_scheduler()
         self.num_updates += 1
         self.profile("Backward time")
+
+
+def _renamed(meter, old: str, new: str):
+    """The meter with its ``<old>/...`` keys as ``<new>/...``: an extra split
+    runs through MMF's test loop (its keys say test) but is logged by its name."""
+    out = Meter()
+    for key, value in meter.meters.items():
+        out.meters[new + key[len(old):] if key.startswith(old + "/") else key] = value
+    return out

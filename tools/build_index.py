@@ -1,9 +1,9 @@
 """Encode items with a trained two-tower's item tower and write a FAISS index.
 
-    python tools/build_index.py --retriever save/kbrec_two_tower
-    python tools/build_index.py --retriever save/kbrec_two_tower --type hnsw \\
-        --param M=32 --param ef_search=128 --out save/kbrec_two_tower/index_hnsw
-    python tools/build_index.py --retriever save/kbrec_two_tower --add 1990-1999
+    python tools/build_index.py --retriever save/kbrec_synthetic/two_tower
+    python tools/build_index.py --retriever save/kbrec_synthetic/two_tower --type hnsw \\
+        --param M=32 --param ef_search=128 --out save/kbrec_synthetic/two_tower/index_hnsw
+    python tools/build_index.py --retriever save/kbrec_synthetic/two_tower --add 1990-1999
 
 The index directory (default ``<retriever>/index``) holds the FAISS file,
 the item id of each row, and meta.json: index type and parameters, metric,

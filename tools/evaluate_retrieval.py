@@ -1,7 +1,7 @@
 """Evaluate retrieval, retrieve-then-rank and popularity on held-out clicks; write a JSON report.
 
-    python tools/evaluate_retrieval.py --retriever save/kbrec_two_tower \\
-        --ranker save/kbrec_dlrm_mm --out results/retrieval_eval.json
+    python tools/evaluate_retrieval.py --retriever save/kbrec_synthetic/two_tower \\
+        --ranker save/kbrec_synthetic/dlrm_mm --out results/retrieval_eval.json
 
 For the ``test`` split (warm items) and the ``cold`` split (items never seen
 in training), every click is one query: the user's state at that moment

@@ -1,7 +1,7 @@
 """Why this recommendation: Integrated Gradients attributions of a dlrm_mm run.
 
-    python tools/explain.py --run save/kbrec_dlrm_mm --user 7 --item 3
-    python tools/explain.py --run save/kbrec_dlrm_mm --global --users 500
+    python tools/explain.py --run save/kbrec_synthetic/dlrm_mm --user 7 --item 3
+    python tools/explain.py --run save/kbrec_synthetic/dlrm_mm --global --users 500
 
 One pair: prints the logit, its baseline, how much each feature group
 contributed (dense features, each categorical, the history items, the

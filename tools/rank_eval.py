@@ -6,36 +6,48 @@
 The split must come from the ``leave_last_out`` protocol (``mmf_rec/data/
 interactions.py``): one block of candidates per user, the held-out item first.
 Each block is ranked by the model's scores; ties count against the model. The
-popularity baseline scores an item by its positive training rows.
+popularity baseline scores an item by its positive training rows. A run is
+labelled by its project config (``dlrm_mm_text``), not only its model class.
 """
 
 import argparse
 import json
-import sys
-import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "tools"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+BATCH_ROWS = 4096
 
 
-def model_scores(run_dir: Path, checkpoint: Path) -> np.ndarray:
-    """Scores of every test row, in row order (the test loader does not shuffle)."""
+def model_scores(checkpoint: Path, data: Optional[Path], split: str) -> np.ndarray:
+    """Scores of every row of ``split``, in row order: the run's model, rebuilt
+    outside MMF's trainer (:func:`mmf_rec.runs.load_run`)."""
     import torch
-    from quantize import load_trainer
 
-    with tempfile.TemporaryDirectory() as out:
-        trainer = load_trainer(run_dir, checkpoint, Path(out))
-        scores = []
-        with torch.no_grad():
-            for batch in trainer.test_loader:
-                batch = trainer.dataset_loader.prepare_batch(batch)
-                scores.append(trainer.model(batch)["scores"].reshape(-1).float().cpu().numpy())
+    from mmf_rec.runs import load_run
+
+    run = load_run(checkpoint, data_dir=data)  # makes mmf importable, publishes the schema
+    from mmf.common.registry import registry
+
+    from mmf_rec.data.dataset import KBRecDataset
+    from mmf_rec.data.prepared import load_prepared
+
+    rows = KBRecDataset(load_prepared(run.data_root, verify_checksums=False), split,
+                        dataset_type="test", dataset_name=run.dataset_name,
+                        schema=registry.get(f"{run.dataset_name}_schema"))
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(rows), BATCH_ROWS):
+            batch = rows.__getitems__(range(start, min(start + BATCH_ROWS, len(rows))))
+            scores.append(run.model.forward(batch)["scores"].reshape(-1).float().numpy())
     return np.concatenate(scores)
+
+
+def run_label(config) -> str:
+    """The project config's name (``dlrm_mm_text``), else the model's."""
+    source = config.get("config")
+    return Path(str(source)).stem if source else str(config.model)
 
 
 def main(argv=None) -> int:
@@ -66,11 +78,11 @@ def main(argv=None) -> int:
 
             config = OmegaConf.load(args.run / "config.yaml")
             data = args.data or Path(config.dataset_config.kbrec_prepared.data_dir)
-            flat = model_scores(args.run, args.checkpoint or args.run / "best.ckpt")
             _, items = interactions.split_blocks(data, args.split)
+            flat = model_scores(args.checkpoint or args.run / "best.ckpt", args.data, args.split)
             if flat.size != items.size:
                 raise DataInputError(f"{flat.size} scores for {items.size} candidates")
-            result = {"model": str(config.model),
+            result = {"model": run_label(config),
                       **sampled_candidates_metrics(flat.reshape(items.shape), args.k)}
     except DataInputError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
