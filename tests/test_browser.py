@@ -61,12 +61,15 @@ def get_json(url):
         return json.loads(response.read())
 
 
-# every card of a row: its item id and whether its image is decoded
+# every card of a row: its item id, whether its image is decoded and whether
+# it wears the "new" badge
 CARDS = """
 return Array.from(document.querySelectorAll('#' + arguments[0] + ' .card')).map((c) => {
   const img = c.querySelector('img');
+  const badge = c.querySelector('.badge');
   return {item: Number(c.dataset.item), src: img ? img.getAttribute('src') : null,
-          loaded: !!img && img.complete && img.naturalWidth > 0};
+          loaded: !!img && img.complete && img.naturalWidth > 0,
+          badge: badge ? badge.textContent : null};
 });
 """
 
@@ -101,6 +104,8 @@ def test_picking_a_user_shows_history_and_top_10_cards_with_images(browser, serv
     # the cards are the service's answer for that user, in order
     expected = get_json(f"{service.url}/recommend?user={user}&k={K}")
     assert [c["item"] for c in recs] == [i["item_id"] for i in expected["items"]]
+    # a "new" badge on exactly the items the service calls new
+    assert [c["badge"] for c in recs] == ["new" if i["new"] else None for i in expected["items"]]
     assert all(c["src"] == f"/images/{c['item']}" for c in recs + hist)
     history = get_json(f"{service.url}/users/{user}")["history"]
     assert [c["item"] for c in hist] == [h["item_id"] for h in history]

@@ -1,6 +1,7 @@
 """The recommendation service: the dynamic batcher alone, then the real
-service on tiny trained runs (a two_tower, its index and an ids-only
-dlrm_mm from mmf_run), hit over HTTP with urllib."""
+service (Starlette on uvicorn) on tiny trained runs (a two_tower, its index
+and an ids-only dlrm_mm from mmf_run), hit over HTTP with urllib. Bad
+requests and the server's limits: tests/serving/test_bad_requests.py."""
 
 import asyncio
 import json
@@ -200,6 +201,7 @@ def test_healthz_and_a_self_contained_page(service):
     assert status == 200 and health["status"] == "ok"
     assert health["items"] == 150 and health["index_items"] == 150 and health["ranker"] is True
     assert health["batching"] == {"max_batch_size": 8, "max_wait_ms": 30, "workers": 1}
+    assert health["ranking"] == "fused, fp32"
     status, page, kind = call(service, "/")
     assert status == 200 and kind.startswith("text/html")
     text = page.decode()
@@ -215,9 +217,14 @@ def test_recommend_for_a_known_user_matches_the_pipeline(service):
     assert result["user"] == 7 and result["new_user"] is False and result["k"] == 5
     items = result["items"]
     assert [i["rank"] for i in items] == [1, 2, 3, 4, 5]
+    from mmf_rec.data.protocol import seen_in_training
+
+    seen = seen_in_training(service.service.engine.data)
     for item in items:
         assert set(item) >= {"item_id", "description", "image_url", "retrieval_score",
-                             "ranking_score", "retrieval_rank"}
+                             "ranking_score", "retrieval_rank", "new", "source"}
+        assert item["source"] == "retrieved"
+        assert item["new"] is (not seen[item["item_id"]])
         assert item["image_url"] == f"/images/{item['item_id']}" and item["description"]
         assert 0.0 < item["ranking_score"] < 1.0 and 1 <= item["retrieval_rank"] <= 50
     scores = [i["ranking_score"] for i in items]
@@ -298,9 +305,13 @@ def test_bad_input_gets_a_json_4xx_and_the_service_keeps_serving(service, method
     assert call(service, "/healthz")[0] == 200
 
 
+def batch_totals(service):
+    batches = service.service.metrics.to_dict()["batch_size"]
+    return batches["count"], batches["sum"]
+
+
 def test_concurrent_requests_are_batched(service):
-    metrics = service.service.metrics
-    batches, items = metrics.batch_size.count, metrics.batch_size.sum
+    batches, items = batch_totals(service)
     users = list(range(20, 32))
     barrier = threading.Barrier(len(users))
     answers = {}
@@ -315,8 +326,9 @@ def test_concurrent_requests_are_batched(service):
     for t in threads:
         t.join(60)
     assert all(answers[u][0] == 200 and answers[u][1]["user"] == u for u in users)
-    new_batches = metrics.batch_size.count - batches
-    assert metrics.batch_size.sum - items == len(users)
+    now_batches, now_items = batch_totals(service)
+    new_batches = now_batches - batches
+    assert now_items - items == len(users)
     # 12 requests within max_wait of each other: far fewer batches than requests
     assert new_batches <= len(users) // 2
     # each user's answer is the one it gets alone
@@ -325,14 +337,14 @@ def test_concurrent_requests_are_batched(service):
 
 
 def test_metrics_count_requests_latency_and_batches(service):
-    before = service.service.metrics.requests[("/recommend", 200)]
+    before = service.service.metrics.count("/recommend", 200)
     assert call(service, "/recommend?user=8&k=2")[0] == 200
     status, text, kind = call(service, "/metrics")
     assert status == 200 and kind.startswith("text/plain")
     text = text.decode()
     match = re.search(r'mmf_rec_requests_total\{route="/recommend",status="200"\} (\d+)', text)
-    assert match and int(match.group(1)) == before + 1
-    assert 'mmf_rec_request_seconds_bucket{route="/recommend",le="+Inf"}' in text
+    assert match and float(match.group(1)) == before + 1
+    assert 'mmf_rec_request_seconds_bucket{le="+Inf",route="/recommend"}' in text
     assert "mmf_rec_batch_size_count" in text
     status, data, _ = call(service, "/metrics?format=json")
     assert data["batch_size"]["count"] >= 1
@@ -350,6 +362,23 @@ def test_loadgen_reports_latency_percentiles_against_the_service(service, tmp_pa
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["achieved_qps"] > 0 and result["mean_batch_size"] >= 1
     assert "p99 ms" in capsys.readouterr().out
+
+
+def test_loadgen_sweep_writes_provenance_saturation_and_a_plot(service, tmp_path):
+    import loadgen
+
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    assert loadgen.main(["--url", service.url, "--sweep", "40,80", "--requests", "20",
+                         "--duration", "3", "--warmup", "0", "--out", str(out),
+                         "--plot", str(png)]) == 0
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("python tools/loadgen.py --url ")
+    assert report["commit"] and report["host"]["cpu_model"] and report["host"]["cpus"] >= 1
+    assert isinstance(report["host"]["flags"], list) and report["date"]
+    sweep = report["result"]
+    assert [r["offered_qps"] for r in sweep["results"]] == [40.0, 80.0]
+    assert sweep["saturation_qps"] == max(r["achieved_qps"] for r in sweep["results"]) > 0
+    assert png.read_bytes().startswith(b"\x89PNG")
 
 
 def test_loadgen_percentiles_and_target():

@@ -6,6 +6,8 @@
     python tools/loadgen.py --retriever save/kbrec_two_tower --ranker save/kbrec_dlrm_mm \\
         --batching 1:0 16:5 --sweep 25,50,100,200,400 --out results/serving_sweep.json
     python tools/loadgen.py --zoo kbrec.pipeline.<name> --batching 16:5 --rate 50   # a bundle
+    # the README's numbers: docs/results/serving.json and docs/images/serving_load.png
+    python tools/loadgen.py --retriever ... --ranker ... --sweep ... --publish
 
 Each request is ``GET /recommend?user=U&k=K`` for a user drawn uniformly from
 the service's known users (``/users``), on a fresh connection, sent at its
@@ -18,9 +20,13 @@ whichever comes first, then waits up to ``--timeout`` for the last answers.
 Reported: p50 / p95 / p99 latency of the successful requests, errors, the
 achieved QPS (answers per second over the run), and, from the service's
 ``/metrics``, the mean batch size. ``--sweep`` runs the rates in order and
-reports the latency-bounded throughput: the highest achieved QPS of a rate
-whose p99 is under ``--target-p99-ms`` with no errors and at least 95% of
-the offered rate achieved.
+reports, per batching setting, the latency-bounded throughput (the highest
+achieved QPS of a rate whose p99 is under ``--target-p99-ms`` with no errors
+and at least 95% of the offered rate achieved) and the saturation QPS (the
+most answers per second any rate got). The results JSON names the command,
+the commit, the date, the CPU model and flags and the load average before
+and after; ``--plot`` (and ``--publish``) draws p50 and p99 against the
+offered rate, one line per setting.
 """
 
 import argparse
@@ -38,6 +44,20 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+PUBLISHED = REPO / "docs" / "results" / "serving.json"
+PUBLISHED_PLOT = REPO / "docs" / "images" / "serving_load.png"
+
+
+def event_loop_run(coroutine):
+    """asyncio.run on uvloop where it is installed: the generator shares the
+    machine with the service, so its own overhead should be small."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def percentile(values: List[float], q: float) -> Optional[float]:
@@ -137,8 +157,8 @@ def batch_stats(url: str) -> Dict:
 
 def measure(url: str, rate: float, args, users: List[int]) -> Dict:
     before = batch_stats(url)
-    result = asyncio.run(run_load(url, rate, args.requests, args.duration, users, k=args.k,
-                                  seed=args.seed, timeout=args.timeout))
+    result = event_loop_run(run_load(url, rate, args.requests, args.duration, users, k=args.k,
+                                     seed=args.seed, timeout=args.timeout))
     after = batch_stats(url)
     if before and after and after["batches"] > before["batches"]:
         result["mean_batch_size"] = ((after["batched_items"] - before["batched_items"])
@@ -177,7 +197,8 @@ def sweep(url: str, rates: List[float], args, users: List[int], label: str = "")
     good = [r for r in results if within_target(r, args.target_p99_ms)]
     best = max(good, key=lambda r: r["achieved_qps"]) if good else None
     return {"results": results, "target_p99_ms": args.target_p99_ms,
-            "best": best, "best_qps": best["achieved_qps"] if best else None}
+            "best": best, "best_qps": best["achieved_qps"] if best else None,
+            "saturation_qps": max((r["achieved_qps"] for r in results), default=None)}
 
 
 def free_port() -> int:
@@ -191,7 +212,8 @@ def start_service(args, max_batch_size: int, max_wait_ms: float):
     pipeline = ["--zoo", args.zoo] if args.zoo else ["--retriever", str(args.retriever)]
     command = [sys.executable, str(REPO / "tools" / "serve.py"), *pipeline,
                "--port", str(port), "--max-batch-size", str(max_batch_size),
-               "--max-wait-ms", str(max_wait_ms)]
+               "--max-wait-ms", str(max_wait_ms),
+               "--ranker-precision", args.ranker_precision, *args.serve_arg]
     for flag in ("index", "ranker", "data_dir"):
         if getattr(args, flag):
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
@@ -228,6 +250,10 @@ def parser() -> argparse.ArgumentParser:
                    help="stop a sweep once p99 is over 4x the target")
     p.add_argument("--warmup", type=int, default=50, help="requests sent first, not measured")
     p.add_argument("--out", type=Path, help="write the results as JSON")
+    p.add_argument("--plot", type=Path, help="draw p50 / p99 against the offered rate (PNG)")
+    p.add_argument("--publish", action="store_true",
+                   help=f"--out {PUBLISHED.relative_to(REPO)} --plot "
+                        f"{PUBLISHED_PLOT.relative_to(REPO)}: the README's numbers")
     start = p.add_argument_group("start the service (instead of --url)")
     start.add_argument("--retriever", type=Path)
     start.add_argument("--zoo", help="a pipeline bundle's zoo key, instead of --retriever, "
@@ -239,6 +265,11 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--batching", nargs="+", default=["1:0", "16:5"],
                        metavar="MAX_BATCH:MAX_WAIT_MS",
                        help="service settings to compare (default: 1:0, no batching, and 16:5)")
+    start.add_argument("--ranker-precision", choices=["fp32", "bf16"], default="fp32",
+                       help="serve.py's --ranker-precision")
+    start.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                       help="one more argument for serve.py (repeat it: "
+                            "--serve-arg=--log-level --serve-arg=warning)")
     return p
 
 
@@ -247,8 +278,8 @@ def run_against(url: str, args) -> Dict:
     if not users:
         raise SystemExit("error: the service lists no known users")
     if args.warmup:
-        asyncio.run(run_load(url, 50.0, args.warmup, 30.0, users, k=args.k, seed=args.seed + 1,
-                             timeout=args.timeout))
+        event_loop_run(run_load(url, 50.0, args.warmup, 30.0, users, k=args.k,
+                                seed=args.seed + 1, timeout=args.timeout))
     if args.sweep:
         rates = [float(x) for x in args.sweep.split(",") if x]
         return sweep(url, rates, args, users)
@@ -258,15 +289,80 @@ def run_against(url: str, args) -> Dict:
     return result
 
 
+def provenance(argv: Optional[List[str]]) -> Dict:
+    """What a results file needs to be trusted: the command, the commit (and
+    whether the tree had changes), the date, the host's CPU."""
+    from mmf_rec.serving import cpu
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    command = ["python", "tools/loadgen.py", *(sys.argv[1:] if argv is None else argv)]
+    return {"command": " ".join(command), "commit": git("rev-parse", "HEAD"),
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "host": cpu.describe(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def plot(report: Dict, path: Path, target_ms: float) -> None:
+    """p50 (dashed) and p99 (solid) latency against the offered rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    settings = report.get("settings") or {"service": report.get("result")}
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, data in settings.items():
+        rows = [r for r in data.get("results", []) if r["p99_ms"] is not None]
+        if not rows:
+            continue
+        label = describe_setting(name)
+        line, = ax.plot([r["offered_qps"] for r in rows], [r["p99_ms"] for r in rows],
+                        marker="o", label=f"{label}: p99")
+        ax.plot([r["offered_qps"] for r in rows], [r["p50_ms"] for r in rows], marker=".",
+                linestyle="--", color=line.get_color(), label=f"{label}: p50")
+    ax.axhline(target_ms, color="grey", linewidth=0.8)
+    ax.text(ax.get_xlim()[0], target_ms * 1.05, f" p99 target {target_ms:g} ms", color="grey",
+            fontsize=8)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("offered load (requests/s, Poisson)")
+    ax.set_ylabel("latency from scheduled arrival (ms)")
+    host = report.get("host", {})
+    ax.set_title(f"retrieve {report.get('k_retrieve') or ''} + rank + top {report['k']}; "
+                 f"{host.get('cpus', '?')} CPUs, {report.get('date', '')}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def describe_setting(setting: str) -> str:
+    size, _, wait = setting.partition(":")
+    if size == "1":
+        return "no batching"
+    return f"batches of {size}, {wait or 0} ms" if size.isdigit() else setting
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.zoo and (args.retriever or args.index or args.ranker):
         parser().error("--zoo brings its own retriever, index and ranker: "
                        "leave out --retriever, --index and --ranker")
+    if args.publish:
+        args.out, args.plot = args.out or PUBLISHED, args.plot or PUBLISHED_PLOT
     started = time.time()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "omp_num_threads":
-              os.environ.get("OMP_NUM_THREADS"), "load_average_before": os.getloadavg(),
-              "requests": args.requests, "duration": args.duration, "k": args.k}
+    report = {**provenance(argv), "load_average_before": os.getloadavg(),
+              "requests": args.requests, "duration": args.duration, "k": args.k,
+              "k_retrieve": args.k_retrieve, "warmup": args.warmup}
     if args.retriever is None and args.zoo is None:
         report["url"] = args.url
         report["result"] = run_against(args.url, args)
@@ -282,16 +378,21 @@ def main(argv=None) -> int:
                 process.terminate()
                 process.wait(30)
         if args.sweep:
-            print("latency-bounded throughput (p99 <= "
-                  f"{args.target_p99_ms:g} ms): " + ", ".join(
-                      f"{s}: {r['best_qps']:.0f} QPS" if r["best_qps"] else f"{s}: none"
-                      for s, r in report["settings"].items()))
+            print(f"latency-bounded throughput (p99 <= {args.target_p99_ms:g} ms) and "
+                  "saturation, in QPS:")
+            for s, r in report["settings"].items():
+                best = f"{r['best_qps']:.0f}" if r["best_qps"] else "none"
+                print(f"  {describe_setting(s):>22}: {best} at the target, "
+                      f"{r['saturation_qps']:.0f} at saturation")
     report["load_average_after"] = os.getloadavg()
     report["wall_seconds"] = time.time() - started
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")
+    if args.plot:
+        plot(report, args.plot, args.target_p99_ms)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -1,12 +1,14 @@
 """Top-N items for users: retrieve with the two-tower and its index, rank with dlrm_mm.
 
-    python tools/recommend.py --retriever save/kbrec_two_tower \\
-        --ranker save/kbrec_dlrm_mm --user 42
-    python tools/recommend.py --retriever save/kbrec_two_tower \\
-        --ranker save/kbrec_dlrm_mm --users 0-999 --out recs.tsv
+    python tools/recommend.py --retriever save/kbrec_synthetic/two_tower \\
+        --ranker save/kbrec_synthetic/dlrm_mm --user 42
+    python tools/recommend.py --retriever save/kbrec_synthetic/two_tower \\
+        --ranker save/kbrec_synthetic/dlrm_mm --users 0-999 --out recs.tsv
 
 One user: prints rank, item id, retrieval score (cosine), ranking score (the
-ranker's click probability) and a description snippet. Many users
+ranker's click probability), "new" for an item with no observed training
+interaction, how the item was found (``retrieved``) and a description
+snippet. Many users
 (``--users a-b``, ``a,b,c`` or ``@file`` with one id per line): writes a TSV
 file, one line per (user, rank). Items the user clicked before are left out
 unless ``--no-exclude-seen``. An unknown user id gets the features-only
@@ -85,11 +87,17 @@ def main(argv=None) -> int:
     seen = "excluding" if args.exclude_seen else "including"
     print(f"user {result.user}{note}: top {len(result.items)} of {args.k_retrieve} retrieved, "
           f"{seen} items clicked before")
-    print(f"{'rank':>4}  {'item':>6}  {'retrieval':>9}  {'ranking':>7}  description")
+    # new: no observed training interaction (its id says nothing; content carries it)
+    from mmf_rec.data.protocol import seen_in_training
+
+    seen = seen_in_training(recommender.data)
+    print(f"{'rank':>4}  {'item':>6}  {'retrieval':>9}  {'ranking':>7}  {'new':>3}  "
+          f"{'source':<9}  description")
     for item in result.items:
         ranking = "-" if item.ranking_score is None else f"{item.ranking_score:.3f}"
+        new = "new" if item.item_id >= len(seen) or not seen[item.item_id] else ""
         print(f"{item.rank:>4}  {item.item_id:>6}  {item.retrieval_score:>9.3f}  {ranking:>7}  "
-              f"{item.description}")
+              f"{new:>3}  {'retrieved':<9}  {item.description}")
     return 0
 
 

@@ -1,4 +1,5 @@
 """A local HTTP service for the retrieve-then-rank pipeline (``tools/serve.py``):
-dynamic batching (``batcher``), the blocking model work (``engine``), the
-routes (``service``), a small asyncio HTTP server (``http``), metrics and
-the demo page."""
+the routes (``service``) on Starlette and uvicorn with the server's limits
+(``server``), request checks (``requests``), dynamic batching (``batcher``),
+the blocking model work (``engine``), the fused ranking path (``fused``),
+the CPU's features (``cpu``), metrics and the demo page."""

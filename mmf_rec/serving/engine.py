@@ -9,8 +9,16 @@ carries every candidate's retrieval rank, so the page can show which items
 retrieval brought near the top but ranking pushed out ("demoted"). A new
 user, with no id, is scored from the features and history the request gives
 (the features-only fallback fills in the rest), through the same towers.
+
+Ranking runs on the fused path (``mmf_rec.serving.fused``): the same logits
+as the ranker's own ``score`` within 1e-5 in fp32, in a few batched ops.
+Every item carries ``new``: it has no observed training interaction
+(``mmf_rec.data.protocol.seen_in_training``), so its id says nothing and its
+content and attributes carry it. A batch that fails is run again one
+request at a time, so a request that breaks it fails alone.
 """
 
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -19,10 +27,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from mmf_rec.data import protocol
 from mmf_rec.data.prepared import DENSE_COLUMN
 from mmf_rec.schema import PAD_ID
 
 SNIPPET = 80
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+logger = logging.getLogger("mmf_rec.serving")
 
 
 class RequestError(ValueError):
@@ -48,7 +59,7 @@ class RecRequest:
 
 class Engine:
     def __init__(self, recommender, k_retrieve: int = 200, max_k: int = 100,
-                 image_route: str = "/images/"):
+                 image_route: str = "/images/", precision: str = "fp32"):
         self.recommender = recommender
         self.data = recommender.data
         if self.data is None:
@@ -72,14 +83,22 @@ class Engine:
         self.categorical = {f.name: f.cardinality for f in self.users.sparse_features
                             if f.name not in (self.users.user_feature, hist)}
         self.history_len = self.users.history_len if hist is not None else 0
+        self.dense_bounds = _dense_bounds(self.users.dense[self.users.known]
+                                          if self.users.known.any() else self.users.dense)
         self.external_ids = _external_user_ids(self.data.root)
+        self.new_items = ~protocol.seen_in_training(self.data)
         # the model is used from one thread at a time (batches and explanations)
         self.lock = threading.Lock()
         self.final_score = getattr(recommender, "final_score", "ctr")
+        self.precision = precision
+        self.fused = None
+        if recommender.ranker is not None:
+            self.fused = _fused_ranker(recommender.ranker, precision)
 
     @classmethod
     def from_runs(cls, retriever, index, ranker=None, data_dir=None, final_score="ctr",
                   **kwargs) -> "Engine":
+        """Loads the runs; ``kwargs`` are the engine's (k_retrieve, max_k, precision)."""
         from mmf_rec.retrieval.pipeline import Recommender
 
         return cls(Recommender.from_runs(retriever, index, ranker, data_dir=data_dir,
@@ -156,6 +175,11 @@ class Engine:
             for j, name in enumerate(self.dense_names):
                 if name in features and features[name] not in (None, ""):
                     value = _number(features[name], name)
+                    low, high = self.dense_bounds[j]
+                    if not low <= value <= high:
+                        raise RequestError(
+                            f"feature '{name}' must be in [{low:.4g}, {high:.4g}] (the known "
+                            f"users' range, widened by its width on each side), got {value:.6g}")
                     dense[j] = value
             fields[DENSE_COLUMN] = torch.from_numpy(dense[None])
         for name, values in self.users.sparse.items():
@@ -206,7 +230,8 @@ class Engine:
         text = str(self.descriptions[item]) if item < len(self.descriptions) else ""
         out = {"item_id": item,
                "description": text if full or len(text) <= SNIPPET else text[:SNIPPET - 3] + "...",
-               "image_url": f"{self.image_route}{item}" if self.has_image[item] else None}
+               "image_url": f"{self.image_route}{item}" if self.has_image[item] else None,
+               "new": bool(self.new_items[item])}
         if full:
             out["attributes"] = {name: _plain(values[item]) for name, values
                                  in self.item_columns.items()}
@@ -225,10 +250,31 @@ class Engine:
 
     # -- recommendations ------------------------------------------------------------------
     def recommend_batch(self, requests: Sequence[RecRequest]) -> List[Any]:
-        """One retrieve and one rank call for all requests; per request a dict
-        (or a RequestError)."""
+        """One retrieve and one rank call for all requests; per request a dict,
+        or the exception that request alone raises."""
         with self.lock:
-            return self._recommend_batch(requests)
+            try:
+                return self._recommend_batch(requests)
+            except Exception as error:  # noqa: BLE001 - each request is tried alone below
+                if len(requests) == 1:
+                    return [error]
+                logger.warning("a batch of %d requests failed (%s: %s); running them one by one",
+                               len(requests), type(error).__name__, error)
+            out: List[Any] = []
+            for request in requests:
+                try:
+                    out.extend(self._recommend_batch([request]))
+                except Exception as error:  # noqa: BLE001 - this request's own failure
+                    out.append(error)
+            return out
+
+    def rank(self, fields: Dict[str, torch.Tensor], candidates: np.ndarray) -> np.ndarray:
+        """The ranker's logits (B, K) of each user's candidates, -inf at -1 pads
+        (as ``Recommender.rank``), on the fused path."""
+        candidates = torch.as_tensor(candidates, dtype=torch.long)
+        valid = candidates >= 0
+        logits = self.fused.score_fields(fields, candidates.clamp(min=0))
+        return torch.where(valid, logits, torch.tensor(float("-inf"))).numpy()
 
     @torch.no_grad()
     def _recommend_batch(self, requests: Sequence[RecRequest]) -> List[Any]:
@@ -254,7 +300,7 @@ class Engine:
         retrieval, candidates = rec.retrieve(fields, self.k_retrieve, exclude)
         ranked = rec.ranker is not None
         if ranked:
-            logits = rec.rank(fields, candidates)
+            logits = self.rank(fields, candidates)
             key = rec.final_scores(logits, candidates)
             probability = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         else:
@@ -269,7 +315,7 @@ class Engine:
             def entry(position, rank):
                 item = int(candidates[b, position])
                 e = self.item(item, full=False)
-                e.update(rank=int(rank), retrieval_rank=int(position) + 1,
+                e.update(rank=int(rank), source="retrieved", retrieval_rank=int(position) + 1,
                          retrieval_score=float(retrieval[b, position]),
                          ranking_score=float(probability[b, position]) if ranked else None)
                 return e
@@ -308,6 +354,31 @@ class Engine:
                 "groups": dict(sorted(e.groups.items(), key=lambda kv: -abs(kv[1]))),
                 "top_words": [{"word": w, "attribution": a} for w, a in e.top_words(top_words)],
                 "history": [{"item_id": i, "attribution": a} for i, a in e.history]}
+
+
+def _fused_ranker(ranker, precision: str):
+    from mmf_rec.serving import cpu
+    from mmf_rec.serving.fused import FusedRanker
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    if precision == "bf16":
+        native, why = cpu.native_bf16()
+        if not native:
+            raise ValueError(f"bf16 ranking is off on this CPU: {why}")
+    return FusedRanker(ranker, dtype=PRECISIONS[precision])
+
+
+def _dense_bounds(dense: np.ndarray) -> List[tuple]:
+    """Per dense feature, the values a new user may give: the range of the
+    known users' values, widened by its width on each side (a model says
+    nothing about values far outside what it was trained on, and an
+    overflowing one would turn the scores into NaN)."""
+    if dense.size == 0:
+        return [(-1.0, 1.0)] * dense.shape[1]
+    low, high = dense.min(0).astype(np.float64), dense.max(0).astype(np.float64)
+    width = np.where(high > low, high - low, 1.0)
+    return [(float(lo - w), float(hi + w)) for lo, hi, w in zip(low, high, width)]
 
 
 def _external_user_ids(root) -> Optional[List[str]]:

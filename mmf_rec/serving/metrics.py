@@ -1,102 +1,107 @@
-"""Request counters and histograms for ``/metrics``: Prometheus' text format,
-or the same numbers as JSON. Updated on the event loop only, so no locks."""
+"""The service's metrics for ``/metrics``, kept by ``prometheus_client``:
+Prometheus' text format, or the same numbers as JSON (``?format=json``, read
+by tools/loadgen.py).
 
-import bisect
-import collections
-import time
-from typing import Dict, List, Sequence, Tuple
+Each service has its own registry, so two services in one process (tests)
+never share counts.
+"""
 
+from typing import Dict
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+
+# no *_created series (a creation timestamp per label set): noise for this service
+disable_created_metrics()
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-class Histogram:
-    def __init__(self, buckets: Sequence[float]):
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> List[Tuple[str, int]]:
-        out, total = [], 0
-        for bound, n in zip([*map(_fmt, self.buckets), "+Inf"], self.counts):
-            total += n
-            out.append((bound, total))
-        return out
-
-    def to_dict(self) -> Dict:
-        return {"buckets": dict(self.cumulative()), "sum": self.sum, "count": self.count}
-
-
-def _fmt(value: float) -> str:
-    return repr(float(value)) if not float(value).is_integer() or value < 1 else str(int(value))
-
-
 class Metrics:
     def __init__(self):
-        self.started = time.time()
-        self.requests: Dict[Tuple[str, int], int] = collections.Counter()
-        self.latency: Dict[str, Histogram] = {}
-        self.batch_size = Histogram(BATCH_SIZE_BUCKETS)
-        self.batch_wait = Histogram(LATENCY_BUCKETS)
-        self.batch_run = Histogram(LATENCY_BUCKETS)
-        self.in_flight = 0
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mmf_rec_requests", "HTTP requests by route and status.",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "mmf_rec_request_seconds",
+            "Request latency, from the request's headers read to its response sent.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("mmf_rec_batch_size", "Requests per inference batch.",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.batch_wait = Histogram(
+            "mmf_rec_batch_wait_seconds",
+            "How long a batch's oldest request waited before the batch ran.",
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_run = Histogram("mmf_rec_batch_run_seconds", "Inference time per batch.",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("mmf_rec_in_flight", "Requests being handled now.",
+                               registry=self.registry)
+        self.refused = Counter("mmf_rec_refused_connections",
+                               "Connections closed by the server: over the connection limit "
+                               "or past the header deadline.", ["reason"],
+                               registry=self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests[(route, int(status))] += 1
-        if route not in self.latency:
-            self.latency[route] = Histogram(LATENCY_BUCKETS)
-        self.latency[route].observe(seconds)
+        self.requests.labels(route, str(int(status))).inc()
+        self.latency.labels(route).observe(seconds)
 
     def observe_batch(self, size: int, waited: float, ran: float) -> None:
         self.batch_size.observe(size)
         self.batch_wait.observe(waited)
         self.batch_run.observe(ran)
 
+    def refused_connection(self, why: str) -> None:
+        self.refused.labels(why).inc()
+
+    def prometheus(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- reading the numbers back ---------------------------------------------------------
+    def count(self, route: str, status: int) -> int:
+        """Requests answered on ``route`` with ``status`` so far."""
+        return int(self._value("mmf_rec_requests_total", {"route": route,
+                                                          "status": str(status)}))
+
+    def _value(self, name: str, labels: Dict[str, str]) -> float:
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
     def to_dict(self) -> Dict:
-        return {
-            "uptime_seconds": time.time() - self.started,
-            "in_flight": self.in_flight,
-            "requests": [{"route": r, "status": s, "count": n}
-                         for (r, s), n in sorted(self.requests.items())],
-            "latency_seconds": {r: h.to_dict() for r, h in sorted(self.latency.items())},
-            "batch_size": self.batch_size.to_dict(),
-            "batch_wait_seconds": self.batch_wait.to_dict(),
-            "batch_run_seconds": self.batch_run.to_dict(),
-        }
-
-    def prometheus(self) -> str:
-        lines = ["# HELP mmf_rec_requests_total HTTP requests by route and status.",
-                 "# TYPE mmf_rec_requests_total counter"]
-        for (route, status), n in sorted(self.requests.items()):
-            lines.append(f'mmf_rec_requests_total{{route="{route}",status="{status}"}} {n}')
-        lines += ["# HELP mmf_rec_request_seconds Request latency, from the request line "
-                  "read to the response written.",
-                  "# TYPE mmf_rec_request_seconds histogram"]
-        for route, histogram in sorted(self.latency.items()):
-            lines += _histogram_lines("mmf_rec_request_seconds", histogram, f'route="{route}"')
-        for name, histogram, text in (
-                ("mmf_rec_batch_size", self.batch_size, "Items per inference batch."),
-                ("mmf_rec_batch_wait_seconds", self.batch_wait,
-                 "How long a batch's oldest request waited before the batch ran."),
-                ("mmf_rec_batch_run_seconds", self.batch_run, "Inference time per batch.")):
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
-            lines += _histogram_lines(name, histogram, "")
-        lines += ["# HELP mmf_rec_in_flight Requests being handled now.",
-                  "# TYPE mmf_rec_in_flight gauge", f"mmf_rec_in_flight {self.in_flight}"]
-        return "\n".join(lines) + "\n"
-
-
-def _histogram_lines(name: str, histogram: Histogram, labels: str) -> List[str]:
-    sep = "," if labels else ""
-    out = [f'{name}_bucket{{{labels}{sep}le="{bound}"}} {n}'
-           for bound, n in histogram.cumulative()]
-    suffix = f"{{{labels}}}" if labels else ""
-    out += [f"{name}_sum{suffix} {histogram.sum}", f"{name}_count{suffix} {histogram.count}"]
-    return out
+        """Every metric as JSON: counters by label, histograms as cumulative
+        buckets with their sum and count."""
+        out: Dict = {"requests": [], "latency_seconds": {}}
+        histograms: Dict[str, Dict] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                labels = dict(sample.labels)
+                if sample.name == "mmf_rec_requests_total":
+                    out["requests"].append({"route": labels["route"],
+                                            "status": int(labels["status"]),
+                                            "count": int(sample.value)})
+                elif sample.name == "mmf_rec_in_flight":
+                    out["in_flight"] = int(sample.value)
+                elif sample.name == "mmf_rec_refused_connections_total":
+                    out.setdefault("refused_connections", {})[labels["reason"]] = int(sample.value)
+                elif family.type == "histogram":
+                    le = labels.pop("le", None)
+                    key = (family.name, tuple(sorted(labels.items())))
+                    h = histograms.setdefault(key, {"buckets": {}, "sum": 0.0, "count": 0})
+                    if sample.name.endswith("_bucket"):
+                        h["buckets"][le] = int(sample.value)
+                    elif sample.name.endswith("_sum"):
+                        h["sum"] = sample.value
+                    elif sample.name.endswith("_count"):
+                        h["count"] = int(sample.value)
+        for (name, labels), h in sorted(histograms.items()):
+            if name == "mmf_rec_request_seconds":
+                out["latency_seconds"][dict(labels)["route"]] = h
+            else:
+                out[name.replace("mmf_rec_", "")] = h
+        out["requests"].sort(key=lambda r: (r["route"], r["status"]))
+        return out

@@ -4,7 +4,8 @@ document, no external assets (it talks only to the service's own routes).
 Pick a known user (or open "New user" and give features and history): the
 page shows the user's recent history, the top k as image cards with the
 ranker's click probability and the retrieval score and rank, and the
-candidates retrieval put in its own top k that ranking pushed out. With
+candidates retrieval put in its own top k that ranking pushed out. An item
+with no observed training interaction wears a "new" badge. With
 "explain" on, clicking a card asks /explain for Integrated Gradients.
 ``/?user=ID`` loads that user directly.
 """
@@ -37,6 +38,8 @@ PAGE = r"""<!doctype html>
   .card .move { color: #06c; }
   .card.demoted .move { color: #c30; }
   .card .desc { color: #555; }
+  .card .badge { position: absolute; top: .5rem; right: .5rem; background: #e8a400; color: #fff;
+          border-radius: 3px; padding: 0 .3rem; font-weight: bold; }
   .error { color: #b00; font-weight: bold; }
   #explain-out { font-size: .85rem; background: #fff; border: 1px solid #ddd; padding: .5rem;
           max-width: 640px; display: none; }
@@ -103,6 +106,12 @@ function card(item, kind) {
     c.appendChild(el("div", "noimg", "no photo"));
   }
   if (item.rank !== undefined && kind !== "hist") c.appendChild(el("span", "rank", "#" + item.rank));
+  if (item.new) {
+    const badge = el("span", "badge", "new");
+    badge.title = "no training interaction yet: " + (item.source || "found") +
+      " from its description, image and attributes";
+    c.appendChild(badge);
+  }
   const head = el("div", "scores");
   head.appendChild(el("b", null, "item " + item.item_id));
   if (kind !== "hist") {
