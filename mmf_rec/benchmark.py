@@ -23,6 +23,7 @@ reported as failed (with its log) and the runner exits non-zero at the end.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -45,6 +46,8 @@ KS = (10, 20, 50, 100)
 SAMPLED_K = 10
 SPLITS = ("val", "test_warm", "test_cold")
 BASELINE_NAMES = ("popularity", "itemknn", "ease", "als", "content_knn")
+# the generator's true click model: only generated data has one
+ORACLE = "oracle"
 # project model -> its experiment config (relative to the repo)
 PROJECT_CONFIGS = {
     "dlrm": "projects/kbrec/dlrm.yaml",
@@ -84,7 +87,9 @@ class Suite:
     overrides: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
 
     def known_models(self) -> List[str]:
-        return list(BASELINE_NAMES) + [m for m in self.configs if m not in BASELINE_NAMES]
+        oracle = [ORACLE] if ORACLE in self.models else []
+        return oracle + list(BASELINE_NAMES) + [m for m in self.configs
+                                                if m not in BASELINE_NAMES]
 
     def model_overrides(self, model: str) -> List[str]:
         return [*self.overrides.get("*", ()), *self.overrides.get(model, ())]
@@ -119,6 +124,7 @@ def default_suites() -> Dict[str, Suite]:
         "synthetic": Suite(
             name="synthetic", dataset="kbrec_synthetic (embedded generator, default size)",
             prepare=("-m", "mmf_rec.data.synthetic", "--out", "{out}"),
+            models=(ORACLE, *BASELINE_NAMES, *PROJECT_CONFIGS),
             overrides={"*": SHORT}),
         "ml100k-loo": Suite(
             name="ml100k-loo", dataset=movielens,
@@ -217,8 +223,10 @@ def format_table(results: Mapping[str, Any]) -> str:
     sampled = bool(results.get("sampled"))
     columns = [("Recall@10 warm", "test_warm", "recall@10"),
                ("NDCG@10 warm", "test_warm", "ndcg@10"),
+               ("Recall@50 warm", "test_warm", "recall@50"),
                ("Recall@10 cold", "test_cold", "recall@10"),
                ("NDCG@10 cold", "test_cold", "ndcg@10"),
+               ("Recall@50 cold", "test_cold", "recall@50"),
                ("AUC test", "test_warm", "auc"),
                ("AUC cold", "test_cold", "auc")]
     if sampled:
@@ -386,7 +394,7 @@ def run_one(ctx: Context, model: str, seed: int) -> Dict[str, Any]:
     log_path = run_dir / "run.log"
     started = time.perf_counter()
     try:
-        if model in BASELINE_NAMES:
+        if model in BASELINE_NAMES or model == ORACLE:
             result = run_baseline(ctx, model, seed, run_dir)
         else:
             result = run_project_model(ctx, model, seed, run_dir)
@@ -397,7 +405,7 @@ def run_one(ctx: Context, model: str, seed: int) -> Dict[str, Any]:
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["log"] = shown(log_path)
-    if result["status"] == "ok" and model in BASELINE_NAMES:
+    if result["status"] == "ok" and (model in BASELINE_NAMES or model == ORACLE):
         with open(log_path, "a") as log:
             log.write(json.dumps(result, indent=1) + "\n")
     logger.info("%s seed %d: %s in %.1f s%s", model, seed, result["status"], result["wall_s"],
@@ -412,15 +420,26 @@ def check_source(suite: Suite) -> None:
                              f"is missing; get {suite.how_to_get}")
 
 
+def _outdated(manifest: Mapping[str, Any]) -> bool:
+    """Generated data from another generator version than today's."""
+    from mmf_rec.data import synthetic
+
+    generator = manifest.get("generator") if manifest.get("name") == synthetic.NAME else None
+    return generator is not None and generator.get("generator_version") != \
+        synthetic.GENERATOR_VERSION
+
+
 def prepare_data(suite: Suite, out: Path) -> Path:
     """The suite's prepared directory under ``out/data``, made once and reused."""
     from mmf_rec.data.prepared import PreparedDataError, read_manifest
 
     data_dir = out / "data" / suite.name
     try:
-        read_manifest(data_dir)
-        logger.info("reusing prepared data %s", data_dir)
-        return data_dir
+        if not _outdated(read_manifest(data_dir)):
+            logger.info("reusing prepared data %s", data_dir)
+            return data_dir
+        logger.info("prepared data %s was made by an older generator: making it again",
+                    data_dir)
     except PreparedDataError:
         pass
     check_source(suite)
@@ -478,7 +497,8 @@ def run_suite(suite: Suite, out: Path, seeds: Sequence[int], models: Sequence[st
     }
     images = _has_images(ctx.data)
     for model in models:
-        entry: Dict[str, Any] = {"kind": "baseline" if model in BASELINE_NAMES else "model"}
+        kind = "oracle" if model == ORACLE else "baseline" if model in BASELINE_NAMES else "model"
+        entry: Dict[str, Any] = {"kind": kind}
         if entry["kind"] == "model":
             entry["config"] = suite.configs[model]
             entry["overrides"] = suite.model_overrides(model)
@@ -517,6 +537,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
     p.add_argument("--out", type=Path, help="output directory (default results/<suite>)")
     p.add_argument("--models", help="comma-separated subset of the suite's models")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="an mmf_run override added to every project model's run "
+                        "(repeatable), e.g. model_config.dlrm_mm.id_dropout=0.5")
     p.add_argument("--table", type=Path, metavar="RESULTS_JSON",
                    help="print the table of an existing results file and exit")
     return p
@@ -557,6 +580,12 @@ def main(argv: Optional[Sequence[str]] = None,
             raise BenchmarkError(f"unknown suite {args.suite!r}; known suites: "
                                  f"{', '.join(suites)}")
         suite = suites[args.suite]
+        bad = [o for o in args.override if "=" not in o or o.startswith("=")]
+        if bad:
+            raise BenchmarkError(f"--override takes KEY=VALUE, got {bad}")
+        if args.override:
+            extra = {"*": (*suite.overrides.get("*", ()), *args.override)}
+            suite = dataclasses.replace(suite, overrides={**suite.overrides, **extra})
         models = _select_models(suite, args.models)
         if args.seeds < 1:
             raise BenchmarkError(f"--seeds must be >= 1, got {args.seeds}")

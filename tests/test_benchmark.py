@@ -111,10 +111,11 @@ def test_table_shows_mean_plus_minus_std_and_failed_and_skipped_rows():
     table = benchmark.format_table(hand_made_results(sampled=False))
     rows = rows_of(table)
     header = rows.pop("model")
-    assert header[:4] == ["Recall@10 warm", "NDCG@10 warm", "Recall@10 cold", "NDCG@10 cold"]
+    shown = ["Recall@10 warm", "NDCG@10 warm", "Recall@10 cold", "NDCG@10 cold"]
+    assert header[:6] == shown[:2] + ["Recall@50 warm"] + shown[2:] + ["Recall@50 cold"]
     assert not any("sampled" in h for h in header)
-    assert rows["ease"][:4] == ["0.2500 ± 0.0100", "0.3000 ± 0.0000", "0.0000 ± 0.0000",
-                                "0.0000 ± 0.0000"]
+    assert [rows["ease"][header.index(h)] for h in shown] == [
+        "0.2500 ± 0.0100", "0.3000 ± 0.0000", "0.0000 ± 0.0000", "0.0000 ± 0.0000"]
     assert rows["ease"][header.index("AUC test")] == "n/a"  # a baseline has no AUC
     assert "failed" in rows["dlrm"][0]
     assert "r/runs/dlrm/seed1/run.log" in rows["dlrm"][-1]
@@ -200,3 +201,34 @@ def test_table_reprints_from_a_results_file(failing_suite, capsys):
     capsys.readouterr()
     assert benchmark.main(["--table", str(out / "results.json")]) == 0
     assert capsys.readouterr().out == (out / "results.md").read_text()
+
+
+def test_warm_cold_plot_rows_are_the_models_that_ran(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_results",
+                                                  benchmark.REPO / "tools" / "plot_results.py")
+    plot_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_results)
+    results = hand_made_results(sampled=False)
+    rows = plot_results.warm_cold_rows(results)
+    assert [r[0] for r in rows] == [n for n, e in results["models"].items()
+                                    if e["status"] == "ok"]
+    ease = next(r for r in rows if r[0] == "ease")
+    assert ease[1:3] == (0.3, 0.0)  # warm NDCG@10 mean, std
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    out = plot_results.plot([path, path], tmp_path / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generated_data_of_an_older_generator_is_made_again():
+    from mmf_rec.data import synthetic
+
+    today = {"name": synthetic.NAME,
+             "generator": {"generator_version": synthetic.GENERATOR_VERSION}}
+    older = {"name": synthetic.NAME,
+             "generator": {"generator_version": synthetic.GENERATOR_VERSION - 1}}
+    assert not benchmark._outdated(today)
+    assert benchmark._outdated(older)
+    assert not benchmark._outdated({"name": "movielens_100k"})  # prepared, not generated

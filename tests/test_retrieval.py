@@ -13,6 +13,7 @@ mmf_rec.compat.apply()
 
 
 import mmf_rec  # noqa: E402
+import mmf_rec.data.protocol  # noqa: E402
 from mmf_rec.retrieval.index import (  # noqa: E402
     IndexFileError,
     IndexMismatchError,
@@ -340,3 +341,32 @@ def test_exposure_prior_orders_by_click_probability_times_exposure(world):
     assert plain[0, 1] > plain[0, 0]
     with pytest.raises(ValueError, match="final_score"):
         Recommender(retriever, index, ranker, data=data, final_score="revenue")
+
+
+def test_new_item_share_reserves_candidates_for_the_best_new_items(world):
+    data, retriever, _, index = world
+    is_new = ~mmf_rec.data.protocol.seen_in_training(data)
+    assert is_new.sum() >= 5
+    plain = Recommender(retriever, index, data=data)
+    reserving = Recommender(retriever, index, data=data, new_item_share=0.4)
+    fields = plain.users.batch([4, 11]).fields
+    exclude = [plain.users.seen(4), plain.users.seen(11)]
+    _, before = plain.retrieve(fields, 10, exclude)
+    scores, after = reserving.retrieve(fields, 10, exclude)
+    queries = retriever.encode_users(fields).detach().numpy()
+    new_ids = np.flatnonzero(is_new)
+    with torch.no_grad():
+        new_scores = queries @ retriever.encode_items(torch.from_numpy(new_ids)).numpy().T
+    for b in range(2):
+        assert len(set(after[b])) == 10 and not set(after[b]) & set(exclude[b].tolist())
+        assert np.all(np.diff(scores[b]) <= 1e-6)  # merged lists stay ordered by score
+        picked_new = [i for i in after[b] if is_new[i]]
+        assert len(picked_new) >= 4  # 40% of 10, at least
+        best_new = new_ids[np.argsort(-new_scores[b], kind="stable")][:4]
+        assert set(best_new) <= set(picked_new)
+        known = [i for i in before[b] if not is_new[i]]
+        assert [i for i in after[b] if not is_new[i]] == known[:10 - len(picked_new)]
+    result = reserving.recommend([4], k_retrieve=10, k_final=10)[0]
+    assert [i.new for i in result.items] == [bool(is_new[i.item_id]) for i in result.items]
+    with pytest.raises(ValueError, match="new_item_share"):
+        Recommender(retriever, index, data=data, new_item_share=1.0)

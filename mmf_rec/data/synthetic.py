@@ -2,7 +2,13 @@
 
 Part of the click signal comes from item attributes that no id or categorical
 column carries (colour, material, style): they are visible only in the item's
-description and image. Tastes for them are partly shared (colour by region,
+description and image. What a user is *shown* follows their taste too (an
+item's exposure weight is its popularity times exp(``exposure_taste`` x the
+user's affinity for it)), so the clicked items of a user carry information a
+retriever can learn, and the retrieval oracle (ranking the catalogue by the
+true probability of being shown and clicking) is well above popularity. New
+items launch at random times during the test period and are shown from then
+on. Tastes for them are partly shared (colour by region,
 style by age bucket, material across everyone) and partly personal (a
 favourite value per user). The shared part is what a model can learn from the
 population and carry to items it never saw; a purely personal taste, seen
@@ -35,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 # Bumped whenever the generated data would change for the same config, so
 # builders regenerate instead of reusing stale files.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 NAME = "kbrec_synthetic"
 
 COLOURS = (
@@ -66,8 +72,9 @@ TEMPLATES = (
 
 # Click model weights. The hidden terms (colour, material, style) carry more
 # than half of the logit's variance; the rest is visible through ids and
-# categoricals. Tuned so that the oracle AUC is about 0.8.
-BIAS = -2.4
+# categoricals. Tuned so that the oracle AUC is about 0.8 and a bit under
+# half of the impressions are clicked (exposure already follows taste).
+BIAS = -3.6
 W_COLOUR = 0.9
 W_MATERIAL = 0.6
 W_STYLE = 0.6
@@ -79,13 +86,10 @@ W_ACTIVITY = 0.2
 W_TENURE = 0.2
 FAVOURITE_BONUS = 1.0
 AFFINITY_NOISE = 0.5
-# Scale of the shared tastes (region -> colour, age bucket -> style, one
-# material appeal for all) in the hidden affinities.
-SHARED_TASTE = 0.8
 
 # Random streams, one per concern, so e.g. changing num_interactions leaves
 # the item catalogue unchanged.
-_ITEMS, _USERS, _INTERACTIONS, _KNOWLEDGE = 1, 2, 3, 4
+_ITEMS, _USERS, _INTERACTIONS, _KNOWLEDGE, _PHOTOS, _LAUNCH = 1, 2, 3, 4, 5, 6
 _START_TIME = 1_700_000_000
 _MEAN_GAP_SECONDS = 30
 
@@ -112,7 +116,18 @@ class GeneratorConfig:
     num_brands: int = 40
     num_price_buckets: int = 8
     num_regions: int = 10
-    popularity_exponent: float = 0.9
+    popularity_exponent: float = 0.6
+    # Scale of the shared tastes (region -> colour, age bucket -> style, one
+    # material appeal for all) in the hidden affinities: learnable from the
+    # population and carried to new items.
+    shared_taste: float = 0.8
+    # Scale of the personal tastes (a favourite value per user plus noise).
+    personal_taste: float = 1.0
+    # How strongly a user's affinity for an item decides whether it is shown
+    # to them (0: exposure follows popularity alone, as in version 3).
+    exposure_taste: float = 1.5
+    # Share of items written without a photo (real catalogues lack some).
+    missing_image_fraction: float = 0.0
 
     @classmethod
     def from_mapping(cls, data: Optional[Mapping[str, Any]], source: str = "generator"):
@@ -162,6 +177,9 @@ class GeneratorConfig:
         need(0.0 < self.val_fraction < 1.0 - self.train_fraction, "val_fraction",
              "in (0, 1 - train_fraction) so the test period is not empty")
         need(self.popularity_exponent >= 0, "popularity_exponent", ">= 0")
+        for key in ("shared_taste", "personal_taste", "exposure_taste"):
+            need(getattr(self, key) >= 0, key, ">= 0")
+        need(0.0 <= self.missing_image_fraction <= 1.0, "missing_image_fraction", "in [0, 1]")
 
     @property
     def num_cold_items(self) -> int:
@@ -283,12 +301,13 @@ class Users:
         return len(self.region)
 
 
-def _preference(rng: np.random.Generator, n_users: int, n_values: int) -> np.ndarray:
-    """A favourite value with a bonus on top of mild noisy tastes."""
+def _preference(rng: np.random.Generator, n_users: int, n_values: int,
+                scale: float) -> np.ndarray:
+    """A favourite value with a bonus on top of mild noisy tastes, times ``scale``."""
     favourite = rng.integers(0, n_values, n_users)
     taste = rng.normal(0.0, AFFINITY_NOISE, (n_users, n_values))
     taste[np.arange(n_users), favourite] += FAVOURITE_BONUS
-    return taste
+    return scale * taste
 
 
 def make_users(config: ConfigLike) -> Users:
@@ -307,9 +326,11 @@ def make_users(config: ConfigLike) -> Users:
     category_affinity = region_taste[region] + rng.normal(
         0.0, 0.6, (n, config.num_categories)
     )
-    shared_colour = SHARED_TASTE * rng.normal(0.0, 1.0, (config.num_regions, len(COLOURS)))
-    shared_style = SHARED_TASTE * rng.normal(0.0, 1.0, (NUM_AGE_BUCKETS, len(STYLES)))
-    shared_material = SHARED_TASTE * rng.normal(0.0, 1.0, len(MATERIALS))
+    shared = config.shared_taste
+    shared_colour = shared * rng.normal(0.0, 1.0, (config.num_regions, len(COLOURS)))
+    shared_style = shared * rng.normal(0.0, 1.0, (NUM_AGE_BUCKETS, len(STYLES)))
+    shared_material = shared * rng.normal(0.0, 1.0, len(MATERIALS))
+    personal = config.personal_taste
     dense = np.stack(
         [
             age,
@@ -328,13 +349,30 @@ def make_users(config: ConfigLike) -> Users:
         price_sensitivity=price_sensitivity,
         tenure=tenure,
         category_affinity=category_affinity,
-        colour_affinity=shared_colour[region] + _preference(rng, n, len(COLOURS)),
-        material_affinity=shared_material[None, :] + _preference(rng, n, len(MATERIALS)),
-        style_affinity=shared_style[age_bucket] + _preference(rng, n, len(STYLES)),
+        colour_affinity=shared_colour[region] + _preference(rng, n, len(COLOURS), personal),
+        material_affinity=shared_material[None, :] + _preference(
+            rng, n, len(MATERIALS), personal),
+        style_affinity=shared_style[age_bucket] + _preference(rng, n, len(STYLES), personal),
     )
 
 
 # -- the click model ---------------------------------------------------------
+def affinity(users: Users, items: Items, u: np.ndarray, i: np.ndarray,
+             hidden: bool = True) -> np.ndarray:
+    """The user-item terms of the true logit (taste for the item's category,
+    price and, with ``hidden``, colour / material / style). Broadcasts: (U, 1)
+    users against (1, I) items gives the (U, I) matrix."""
+    value = (W_CATEGORY * users.category_affinity[u, items.category[i]]
+             - W_PRICE * users.price_sensitivity[u] * items.price_level[i])
+    if hidden:
+        value = value + (
+            W_COLOUR * users.colour_affinity[u, items.colour[i]]
+            + W_MATERIAL * users.material_affinity[u, items.material[i]]
+            + W_STYLE * users.style_affinity[u, items.style[i]]
+        )
+    return value
+
+
 def click_logit(
     users: Users, items: Items, u: np.ndarray, i: np.ndarray, hidden: bool = True
 ) -> np.ndarray:
@@ -343,22 +381,14 @@ def click_logit(
     Without the hidden terms this is the best predictor that ids and
     categoricals alone could approach.
     """
-    logit = (
+    return (
         BIAS
-        + W_CATEGORY * users.category_affinity[u, items.category[i]]
+        + affinity(users, items, u, i, hidden)
         + W_BRAND * items.brand_quality[items.brand[i]]
-        - W_PRICE * users.price_sensitivity[u] * items.price_level[i]
         + W_POPULARITY * _standardise(np.log(items.popularity))[i]
         + W_ACTIVITY * _standardise(np.log(users.activity))[u]
         + W_TENURE * users.tenure[u]
     )
-    if hidden:
-        logit = logit + (
-            W_COLOUR * users.colour_affinity[u, items.colour[i]]
-            + W_MATERIAL * users.material_affinity[u, items.material[i]]
-            + W_STYLE * users.style_affinity[u, items.style[i]]
-        )
-    return logit
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -394,6 +424,7 @@ class Interactions:
     splits: Dict[str, np.ndarray]  # split name -> row indices, time ordered
     unseen: np.ndarray  # (items,) no training impression: cold under the protocol
     left_out: Dict[str, int]  # rows in no split, by reason
+    launch: np.ndarray  # (items,) when each item goes on sale
 
 
 def history_matrix(
@@ -422,6 +453,51 @@ def history_matrix(
     return history
 
 
+def exposure_weights(config: GeneratorConfig, users: Users, items: Items) -> np.ndarray:
+    """(U, I) unnormalised chance that an impression of user u shows item i,
+    once the item is on sale: popularity (new items promoted by
+    ``cold_item_boost``) times exp(``exposure_taste`` x affinity)."""
+    u = np.arange(len(users))[:, None]
+    i = np.arange(len(items))[None, :]
+    boost = np.where(items.is_cold, config.cold_item_boost, 1.0)
+    weight = np.log(items.popularity * boost)[None, :] + config.exposure_taste * affinity(
+        users, items, u, i)
+    return np.exp(weight - weight.max(axis=1, keepdims=True))
+
+
+def launch_times(config: GeneratorConfig, items: Items, test_start: int,
+                 test_end: int) -> np.ndarray:
+    """When each item goes on sale: new (cold) items at uniform times of the test
+    period, the others before the first impression."""
+    rng = _rng(config, _LAUNCH)
+    launch = np.full(len(items), _START_TIME, dtype=np.int64)
+    cold = np.flatnonzero(items.is_cold)
+    launch[cold] = rng.integers(test_start, max(test_end, test_start + 1), len(cold))
+    return launch
+
+
+def _draw_shown(rng: np.random.Generator, weights: np.ndarray, user: np.ndarray,
+                time: np.ndarray, launch: np.ndarray) -> np.ndarray:
+    """One shown item per impression (user, time), from the user's row of
+    exposure ``weights`` (U, I) restricted to items on sale at that time
+    (redrawn until one is)."""
+    n_users, n_items = weights.shape
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]
+    # every user's cdf shifted by their index: one sorted array, one search
+    flat = (cdf + np.arange(n_users)[:, None]).ravel()
+    item = np.empty(len(user), dtype=np.int64)
+    todo = np.arange(len(user))
+    while todo.size:
+        u = user[todo]
+        position = np.searchsorted(flat, u + rng.random(len(todo)), side="right")
+        drawn = np.clip(position - u * n_items, 0, n_items - 1)
+        ok = launch[drawn] <= time[todo]
+        item[todo[ok]] = drawn[ok]
+        todo = todo[~ok]
+    return item
+
+
 def make_interactions(config: ConfigLike, users: Users, items: Items) -> Interactions:
     config = as_config(config)
     rng = _rng(config, _INTERACTIONS)
@@ -433,13 +509,9 @@ def make_interactions(config: ConfigLike, users: Users, items: Items) -> Interac
     n_train = int(n * config.train_fraction)
     n_val = int(n * config.val_fraction)
     test_start = n_train + n_val
-    warm_weight = np.where(items.is_cold, 0.0, items.popularity)
-    launch_weight = np.where(items.is_cold, items.popularity * config.cold_item_boost,
-                             items.popularity)
-    item = np.concatenate([
-        rng.choice(len(items), test_start, p=warm_weight / warm_weight.sum()),
-        rng.choice(len(items), n - test_start, p=launch_weight / launch_weight.sum()),
-    ])
+    launch = launch_times(config, items, int(timestamp[min(test_start, n - 1)]),
+                          int(timestamp[-1]))
+    item = _draw_shown(rng, exposure_weights(config, users, items), user, timestamp, launch)
 
     click_prob = sigmoid(click_logit(users, items, user, item)).astype(np.float32)
     label = rng.random(n, dtype=np.float32) < click_prob
@@ -451,7 +523,26 @@ def make_interactions(config: ConfigLike, users: Users, items: Items) -> Interac
     return Interactions(
         user=user, item=item, timestamp=timestamp, click_prob=click_prob,
         label=label, history=history, splits=splits, unseen=unseen, left_out=left_out,
+        launch=launch,
     )
+
+
+def oracle_scores(config: ConfigLike, user_ids: np.ndarray, period: str = "test") -> np.ndarray:
+    """(len(user_ids), I) the true expected number of clicks of each user on
+    each item in ``period`` ("val" or "test"), up to a per-user factor:
+    exposure weight x share of the period the item is on sale x true click
+    probability. Ranking the catalogue by it is the retrieval oracle."""
+    config = as_config(config)
+    items, users = make_items(config), make_users(config)
+    inter = make_interactions(config, users, items)
+    splits = {"val": ("val",), "test": ("test", "cold")}[period]
+    times = inter.timestamp[np.concatenate([inter.splits[s] for s in splits])]
+    start, end = int(times.min()), int(times.max()) + 1
+    on_sale = np.clip((end - np.maximum(inter.launch, start)) / (end - start), 0.0, 1.0)
+    u = np.asarray(user_ids, np.int64)[:, None]
+    i = np.arange(len(items))[None, :]
+    exposure = exposure_weights(config, users, items)[u[:, 0]]
+    return exposure * on_sale[None, :] * sigmoid(click_logit(users, items, u, i))
 
 
 # -- item knowledge ----------------------------------------------------------
@@ -535,14 +626,19 @@ def write_knowledge(root: Path, items: Items, config: GeneratorConfig,
 
         ids = tqdm(ids, desc="item images", unit="img", mininterval=1.0,
                    disable=n < 5000)
+    without_photo = _rng(config, _PHOTOS).random(n) < config.missing_image_fraction
     for i in ids:
         noise = rng.uniform(-1.0, 1.0, (size, size))
-        draw_item(items, i, size, noise).save(image_dir / f"{i}.png", format="PNG")
+        if not without_photo[i]:
+            draw_item(items, i, size, noise).save(image_dir / f"{i}.png", format="PNG")
+    image = {"kind": "image", "path": f"{fmt.ITEMS}/{fmt.IMAGES_DIR}",
+             "pattern": "{item_id}.png", "size": [size, size]}
+    if without_photo.any():
+        image.update(images_may_be_missing=True, missing=int(without_photo.sum()))
     return {
         "description": {"kind": "text", "path": f"{fmt.ITEMS}/{fmt.DESCRIPTIONS_FILE}",
                         "sha256": text_sha},
-        "image": {"kind": "image", "path": f"{fmt.ITEMS}/{fmt.IMAGES_DIR}",
-                  "pattern": "{item_id}.png", "size": [size, size]},
+        "image": image,
     }
 
 

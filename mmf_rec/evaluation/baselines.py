@@ -16,6 +16,9 @@ at test time). Hyper-parameters are tuned on the val period only
 - ``ALS``: implicit-feedback matrix factorisation (Hu, Koren, Volinsky
   2008) from the ``implicit`` package; a user's factors are solved from
   the profile, so users and positives unseen in training still count.
+- ``Oracle``: on ``kbrec_synthetic`` only, the generator's true expected
+  clicks of each user on each item (``synthetic.oracle_scores``): the
+  ceiling a retriever is measured against.
 - ``ContentKNN``: content only (the one baseline that can rank cold items):
   cosine of an item's frozen-encoder vector with the mean (or the closest)
   of the user's profile item vectors.
@@ -286,6 +289,26 @@ class ContentKNN(Baseline):
         return super().tune(data, seed, **fixed)
 
 
+class Oracle(Baseline):
+    """The retrieval oracle of generated data: it knows the click model."""
+
+    name = "oracle"
+
+    def _fit(self, train, data, seed):
+        if data.manifest.get("name") != "kbrec_synthetic" or "generator" not in data.manifest:
+            raise ValueError(f"oracle: {data.root} is not generated kbrec_synthetic data; "
+                             "only the generator knows the true click model")
+        self.generator = data.manifest["generator"]
+
+    def score(self, queries: Queries) -> np.ndarray:
+        from mmf_rec.data import synthetic
+
+        if self.num_items is None:
+            raise RuntimeError("Oracle: call fit() before score()")
+        return synthetic.oracle_scores(self.generator, queries.users,
+                                       queries.split).astype(np.float32)
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
@@ -334,5 +357,5 @@ def item_embeddings(data: PreparedData, modalities: Sequence[str] = ("text",),
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-BASELINES = {"popularity": Popularity, "itemknn": ItemKNN, "ease": EASE, "als": ALS,
+BASELINES = {"oracle": Oracle, "popularity": Popularity, "itemknn": ItemKNN, "ease": EASE, "als": ALS,
              "content_knn": ContentKNN}

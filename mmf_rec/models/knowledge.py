@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmf_rec.encoders.tokens import TokenEncoder
 from mmf_rec.interaction import masked_mean
-from mmf_rec.knowledge_cache import as_tensors, build_or_load, source_fingerprint
+from mmf_rec.knowledge_cache import as_tensors, build_or_load, default_dir, source_fingerprint
 from mmf_rec.models.common import build_encoder, node_params
 
 
@@ -95,6 +95,25 @@ class ItemKnowledge(nn.Module):
         return vectors.reshape(*shape, -1), valid.reshape(shape)
 
 
+class MissingModalityError(ValueError):
+    """The config turns a modality on that no item of the catalogue has."""
+
+
+def require_some(modality: str, data, num_items: int) -> None:
+    """Items lacking a modality get a zero vector for it (and are still scored
+    from the rest), but a modality that *no* item has is a config mistake."""
+    if modality == "text":
+        has = any(str(text).strip() for text in data.descriptions())
+    else:
+        has = any(data.image_path(i).is_file() for i in range(num_items))
+    if not has:
+        what = "description" if modality == "text" else "image"
+        raise MissingModalityError(
+            f"modality '{modality}' is on, but none of the {num_items} items of {data.root} "
+            f"has a{'n' if what[0] in 'aeiou' else ''} {what}; turn it off with "
+            f"model_config.<model>.modalities.{modality}=false")
+
+
 def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge:
     """One modality's ItemKnowledge from a model config (``<modality>_encoder``,
     ``knowledge_cache``); every model builds it here, so models with the same
@@ -104,6 +123,7 @@ def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge
     encoder = build_encoder(settings.type, params)
     cache = config.knowledge_cache
     num_items = data.items.rows
+    require_some(modality, data, num_items)
     if modality == "text":
         from mmf_rec.processors.text import TextTokenizerProcessor
 
@@ -125,7 +145,7 @@ def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge
     knowledge = ItemKnowledge(
         modality, encoder, inputs_for, num_items,
         use_cache=bool(cache.enabled),
-        cache_dir=cache.dir or str(data.root / "knowledge_cache"),
+        cache_dir=cache.dir or str(default_dir()),
         source_key=source_key,
         batch_size=int(cache.batch_size),
     )

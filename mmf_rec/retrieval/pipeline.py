@@ -33,6 +33,8 @@ class Recommendation:
     # the ranker's click probability; None without a ranker
     ranking_score: Optional[float]
     description: str = ""
+    # no observed training interaction: found from its content and attributes
+    new: bool = False
 
 
 @dataclass
@@ -69,11 +71,16 @@ class Recommender:
     exposure share (the chance that the user both meets and clicks the item,
     which is what logged clicks reward when exposure did not depend on the
     user; see the README's Retrieval section).
+
+    ``new_item_share`` reserves that share of the ``k_retrieve`` candidates
+    for new items (no observed training interaction: their vectors come from
+    content and attributes alone), filled with the best-scoring new items;
+    0 (the default) lets new and known items compete on score alone.
     """
 
     def __init__(self, retriever, index: ItemIndex, ranker=None, users: Optional[UserStates] = None,
                  descriptions: Optional[Sequence[str]] = None, data=None,
-                 final_score: str = "ctr"):
+                 final_score: str = "ctr", new_item_share: float = 0.0):
         self.retriever = retriever.eval()
         self.index = index
         self.ranker = ranker.eval() if ranker is not None else None
@@ -93,6 +100,25 @@ class Recommender:
                                history_feature=retriever.history_feature)
         self.users = users
         self.descriptions = list(descriptions) if descriptions is not None else None
+        self.is_new = np.zeros(int(index.item_ids.max()) + 1, dtype=bool)
+        if data is not None:
+            from mmf_rec.data import protocol
+
+            seen = protocol.seen_in_training(data)
+            self.is_new = np.zeros(max(len(seen), len(self.is_new)), dtype=bool)
+            self.is_new[:len(seen)] = ~seen
+        if not 0.0 <= float(new_item_share) < 1.0:
+            raise ValueError(f"new_item_share must be in [0, 1), got {new_item_share}")
+        if new_item_share > 0 and data is None:
+            raise ValueError("new_item_share needs the prepared data (which items are new)")
+        self.new_item_share = float(new_item_share)
+        new_ids = index.item_ids[self.is_new[index.item_ids]]
+        self._new_ids = np.asarray(new_ids, dtype=np.int64)
+        self._new_vectors = None
+        if self.new_item_share > 0 and len(self._new_ids):
+            with torch.no_grad():
+                self._new_vectors = retriever.encode_items(
+                    torch.as_tensor(self._new_ids)).cpu().numpy()
         if self.ranker is not None:
             if int(index.item_ids.max()) >= self.ranker.item_attributes.shape[0]:
                 raise ValueError(
@@ -103,7 +129,8 @@ class Recommender:
 
     @classmethod
     def from_runs(cls, retriever: PathLike, index: PathLike, ranker: Optional[PathLike] = None,
-                  data_dir: Optional[PathLike] = None, final_score: str = "ctr") -> "Recommender":
+                  data_dir: Optional[PathLike] = None, final_score: str = "ctr",
+                  new_item_share: float = 0.0) -> "Recommender":
         """From run dirs (``env.save_dir`` of ``mmf_run``) or checkpoint files."""
         from mmf_rec.data.prepared import load_prepared
 
@@ -118,7 +145,8 @@ class Recommender:
         data = load_prepared(retriever_run.data_root, verify_checksums=False)
         return cls(retriever_run.model, ItemIndex.load(index),
                    ranker_run.model if ranker_run else None,
-                   data=data, descriptions=data.descriptions(), final_score=final_score)
+                   data=data, descriptions=data.descriptions(), final_score=final_score,
+                   new_item_share=new_item_share)
 
     # -- the stages ----------------------------------------------------------------
     @torch.no_grad()
@@ -128,6 +156,8 @@ class Recommender:
         for whom fewer than k items are left after ``exclude``."""
         queries = self.retriever.encode_users(fields).cpu().numpy()
         most = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+        if self._new_vectors is not None:
+            return self._retrieve_with_reserve(queries, k, exclude, most)
         depth = min(len(self.index), k + most)
         scores, ids = self.index.search(queries, depth, metric="ip",
                                         model_fingerprint=self.fingerprint)
@@ -142,6 +172,32 @@ class Recommender:
             kept_ids, kept_scores = ids[b][keep][:k], scores[b][keep][:k]
             out_ids[b, :len(kept_ids)] = kept_ids
             out_scores[b, :len(kept_ids)] = kept_scores
+        return out_scores, out_ids
+
+    def _retrieve_with_reserve(self, queries: np.ndarray, k: int,
+                               exclude: Optional[Sequence[np.ndarray]], most: int):
+        """``retrieve`` with ``new_item_share`` of the k slots kept for the
+        best new items (scored exactly: they are few), the rest from the index."""
+        reserved = min(int(round(k * self.new_item_share)), len(self._new_ids))
+        depth = min(len(self.index), k + most + len(self._new_ids))
+        scores, ids = self.index.search(queries, depth, metric="ip",
+                                        model_fingerprint=self.fingerprint)
+        new_scores = queries @ self._new_vectors.T
+        out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(ids), k), -1, dtype=np.int64)
+        for b in range(len(ids)):
+            banned = exclude[b] if exclude is not None else np.zeros(0, np.int64)
+            keep = (ids[b] >= 0) & ~np.isin(ids[b], banned)
+            known = keep & ~self.is_new[np.clip(ids[b], 0, None)]
+            new_keep = ~np.isin(self._new_ids, banned)
+            new_order = np.argsort(-new_scores[b][new_keep], kind="stable")[:reserved]
+            picked_ids = np.concatenate([self._new_ids[new_keep][new_order],
+                                         ids[b][known][:k - len(new_order)]])
+            picked_scores = np.concatenate([new_scores[b][new_keep][new_order],
+                                            scores[b][known][:k - len(new_order)]])
+            order = np.argsort(-picked_scores, kind="stable")
+            out_ids[b, :len(order)] = picked_ids[order]
+            out_scores[b, :len(order)] = picked_scores[order]
         return out_scores, out_ids
 
     @torch.no_grad()
@@ -228,7 +284,8 @@ class Recommender:
                     picks.append(Recommendation(
                         rank=len(picks) + 1, item_id=item,
                         retrieval_score=float(retrieval_scores[b, position]),
-                        ranking_score=probability, description=self._snippet(item)))
+                        ranking_score=probability, description=self._snippet(item),
+                        new=bool(item < len(self.is_new) and self.is_new[item])))
                 results.append(Recommendations(user=user, cold_user=bool(batch.cold[b]),
                                                items=picks))
         return results
@@ -241,7 +298,8 @@ class Recommender:
 
 
 def write_recommendations(results: Sequence[Recommendations], path: PathLike) -> Path:
-    """One line per (user, rank): user, cold_user, rank, item_id, scores, description (TSV)."""
+    """One line per (user, rank): user, cold_user, rank, item_id, new (1: no
+    training interaction yet), scores, description (TSV)."""
     import csv
 
     path = Path(path)
@@ -249,12 +307,12 @@ def write_recommendations(results: Sequence[Recommendations], path: PathLike) ->
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["user", "cold_user", "rank", "item_id", "retrieval_score",
+        writer.writerow(["user", "cold_user", "rank", "item_id", "new", "retrieval_score",
                          "ranking_score", "description"])
         for result in results:
             for item in result.items:
                 writer.writerow([result.user, int(result.cold_user), item.rank, item.item_id,
-                                 f"{item.retrieval_score:.6f}",
+                                 int(item.new), f"{item.retrieval_score:.6f}",
                                  "" if item.ranking_score is None else f"{item.ranking_score:.6f}",
                                  item.description])
     os.replace(tmp, path)

@@ -185,4 +185,62 @@ def test_command_line_writes_a_loadable_directory(tmp_path):
     data = prepared.load_prepared(out)
     assert data.manifest["generator"]["num_users"] == 30
     assert data.schema.sparse_feature("user_id").cardinality == 30
-    assert sum(len(data.split(s)) for s in data.split_names) == 600
+    left_out = sum(data.manifest["protocol"]["rows_left_out"].values())
+    assert sum(len(data.split(s)) for s in data.split_names) + left_out == 600
+
+
+def _world(config):
+    items, users = synthetic.make_items(config), synthetic.make_users(config)
+    return items, users, synthetic.make_interactions(config, users, items)
+
+
+def test_what_a_user_is_shown_follows_their_taste(tiny_config):
+    """Shown pairs have a higher affinity than the same items shown to other
+    users, unless exposure_taste is 0 (exposure by popularity alone)."""
+    def lift(config):
+        items, users, inter = _world(config)
+        shown = synthetic.affinity(users, items, inter.user, inter.item)
+        others = synthetic.affinity(users, items, np.roll(inter.user, 7), inter.item)
+        return float(shown.mean() - others.mean())
+
+    assert lift(tiny_config) > 0.3
+    assert abs(lift(dataclasses.replace(tiny_config, exposure_taste=0.0))) < 0.1
+
+
+def test_new_items_launch_during_the_test_period_and_are_shown_after(tiny_config):
+    items, _, inter = _world(tiny_config)
+    test_rows = np.concatenate([inter.splits["test"], inter.splits["cold"]])
+    start, end = inter.timestamp[test_rows].min(), inter.timestamp[test_rows].max()
+    launch = inter.launch[items.is_cold]
+    assert np.all((launch >= start) & (launch <= end))
+    assert launch.max() - launch.min() > 0.5 * (end - start)  # spread, not all at once
+    assert np.all(inter.timestamp >= inter.launch[inter.item])
+    assert not inter.splits["cold"].size == 0
+
+
+def test_the_retrieval_oracle_ranks_test_clicks_above_popularity(tiny_config):
+    items, _, inter = _world(tiny_config)
+    rows = np.concatenate([inter.splits["test"], inter.splits["cold"]])
+    rows = rows[inter.label[rows]]
+    users = np.unique(inter.user[rows])
+    oracle = synthetic.oracle_scores(tiny_config, users)
+    train = inter.splits["train"]
+    popularity = np.bincount(inter.item[train][inter.label[train]], minlength=len(items))
+
+    def mean_rank(scores):  # rank of each test click in its user's ordering
+        position = {u: k for k, u in enumerate(users)}
+        ranks = [(scores(position[u]) > scores(position[u])[i]).sum()
+                 for u, i in zip(inter.user[rows], inter.item[rows])]
+        return float(np.mean(ranks))
+
+    assert mean_rank(lambda k: oracle[k]) < 0.7 * mean_rank(lambda k: popularity)
+
+
+def test_missing_photos_are_recorded_and_the_directory_loads(tmp_path, tiny_config):
+    config = dataclasses.replace(tiny_config, missing_image_fraction=0.3)
+    manifest = synthetic.generate(tmp_path / "gaps", config, progress=False)
+    entry = manifest["knowledge"]["image"]
+    files = {p.name for p in (tmp_path / "gaps" / "items" / "images").iterdir()}
+    assert entry["images_may_be_missing"] is True
+    assert entry["missing"] == config.num_items - len(files) > 0
+    prepared.load_prepared(tmp_path / "gaps")  # the gaps are allowed, and counted

@@ -150,7 +150,7 @@ def test_tune_picks_the_best_val_point_and_never_reads_test(small, monkeypatch):
 
 
 def test_registry_grids_are_small_and_parameters_are_checked():
-    assert set(BASELINES) == {"popularity", "itemknn", "ease", "als", "content_knn"}
+    assert set(BASELINES) == {"oracle", "popularity", "itemknn", "ease", "als", "content_knn"}
     for cls in BASELINES.values():
         assert all(2 <= len(values) <= 4 for values in cls.grid.values()), cls
         assert len(cls.candidates()) <= 6
@@ -184,3 +184,22 @@ def test_item_embeddings_mean_pool_the_cached_text_tokens(make_prepared, tmp_pat
     torch.manual_seed(0)
     assert item_embeddings(data, ("text",), settings) == pytest.approx(vectors)
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_oracle_beats_popularity_on_generated_data_and_refuses_other_data(tmp_path, small):
+    from mmf_rec.data import synthetic
+    from mmf_rec.data.prepared import load_prepared
+    from mmf_rec.evaluation.baselines import Oracle, Popularity
+    from mmf_rec.evaluation.catalogue import build_queries, evaluate_scores
+
+    config = {"seed": 3, "num_users": 300, "num_items": 120, "num_interactions": 12000,
+              "image_size": 8}
+    synthetic.generate(tmp_path / "gen", config, progress=False)
+    data = load_prepared(tmp_path / "gen", verify_checksums=False)
+    queries = build_queries(data, "test")
+    report = {name: evaluate_scores(cls().fit(data).score(queries), queries, ks=(10,))
+              for name, cls in (("oracle", Oracle), ("popularity", Popularity))}
+    assert report["oracle"]["warm"]["recall@10"] > 1.3 * report["popularity"]["warm"]["recall@10"]
+    assert report["oracle"]["cold"]["recall@10"] > 0.1  # it knows the new items too
+    with pytest.raises(ValueError, match="not generated kbrec_synthetic"):
+        Oracle().fit(small)

@@ -203,3 +203,22 @@ def test_catalogue_cache_is_dropped_when_weights_can_change(prepared):
         model.eval()
         second = model(sample_list)[TOPK_KEY]
     assert not torch.equal(first, second)
+
+
+def test_items_without_a_photo_still_get_vectors_and_no_photo_at_all_is_refused(
+        publish_synthetic):
+    from mmf_rec.models.knowledge import MissingModalityError
+
+    gaps = publish_synthetic("_tt_gaps", {**TINY_DATA, "missing_image_fraction": 0.5})
+    image = gaps.manifest["knowledge"]["image"]
+    assert image["missing"] > 10
+    model = build().eval()
+    missing = [i for i in range(gaps.items.rows) if not gaps.image_path(i).is_file()]
+    vectors = model.encode_catalogue()
+    assert torch.isfinite(vectors).all()
+    assert torch.allclose(vectors[missing].norm(dim=1), torch.ones(len(missing)), atol=1e-5)
+    _, valid = model.knowledge["image"].pooled(torch.tensor(missing))
+    assert not valid.any()  # the photo part is empty, the rest still speaks
+    publish_synthetic("_tt_gaps", {**TINY_DATA, "missing_image_fraction": 1.0})
+    with pytest.raises(MissingModalityError, match=r"modalities\.image=false"):
+        build()
