@@ -57,6 +57,9 @@ PROJECT_CONFIGS = {
 }
 # models that read item images: skipped on data without them
 NEEDS_IMAGES = ("dlrm_mm",)
+# models that read images where there are some: on data without them, the
+# image modality is turned off (a modality that no item has is an error)
+WITHOUT_IMAGES = {"two_tower": ("model_config.two_tower.modalities.image=false",)}
 STD_NOTE = "population standard deviation over the seeds that ran (numpy std, ddof=0)"
 SAMPLED_NOTE = ("sampled 1+99: the held-out item ranked against its 99 fixed sampled "
                 "negatives (NCF protocol), ties counted against the model; secondary, "
@@ -470,6 +473,14 @@ def _context(suite: Suite, out: Path, data_dir: Path) -> Context:
     return Context(suite, out, data_dir, data, queries, blocks)
 
 
+def without_images(suite: Suite) -> Suite:
+    """The suite with the image modality turned off where models would read it."""
+    overrides = dict(suite.overrides)
+    for model, extra in WITHOUT_IMAGES.items():
+        overrides[model] = (*overrides.get(model, ()), *extra)
+    return dataclasses.replace(suite, overrides=overrides)
+
+
 def _has_images(data) -> bool:
     return any(f.kind == "image" for f in data.schema.knowledge) or any(
         (e or {}).get("kind") == "image" for e in (data.manifest.get("knowledge") or {}).values())
@@ -496,6 +507,9 @@ def run_suite(suite: Suite, out: Path, seeds: Sequence[int], models: Sequence[st
         "models": {},
     }
     images = _has_images(ctx.data)
+    if not images:
+        suite = without_images(suite)
+        ctx = dataclasses.replace(ctx, suite=suite)
     for model in models:
         kind = "oracle" if model == ORACLE else "baseline" if model in BASELINE_NAMES else "model"
         entry: Dict[str, Any] = {"kind": kind}

@@ -232,3 +232,11 @@ def test_generated_data_of_an_older_generator_is_made_again():
     assert not benchmark._outdated(today)
     assert benchmark._outdated(older)
     assert not benchmark._outdated({"name": "movielens_100k"})  # prepared, not generated
+
+
+def test_on_data_without_images_two_tower_runs_with_the_image_modality_off():
+    suite = benchmark.default_suites()["ml100k-time"]
+    plain = benchmark.without_images(suite)
+    assert "model_config.two_tower.modalities.image=false" in plain.model_overrides("two_tower")
+    assert plain.model_overrides("dlrm") == suite.model_overrides("dlrm")
+    assert "training.max_updates=1000" in plain.model_overrides("two_tower")  # kept

@@ -288,6 +288,37 @@ def _group_report(ranked: np.ndarray, ranks: np.ndarray, relevant: List[np.ndarr
     return {**{key: report[key] for key in keys}, "users": count}
 
 
+def reserve_new_items(scores: np.ndarray, queries: Queries, is_new: np.ndarray,
+                      share: float, seed: int = 0) -> np.ndarray:
+    """Scores whose order interleaves two lists: known items by their score and
+    new items (``is_new``) by theirs, so that about ``share`` of every prefix
+    of each user's ranking is new items (the candidate reservation of
+    ``Recommender(new_item_share=...)``, applied at every depth). A user's
+    excluded items are taken out first; ties go by the seeded order of
+    ``tie_break_order``. ``share`` 0 returns the scores unchanged."""
+    scores = _check_scores(scores, queries)
+    if not 0.0 <= float(share) < 1.0:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    is_new = np.asarray(is_new, dtype=bool)
+    if is_new.shape != (queries.num_items,):
+        raise ValueError(f"is_new must have shape ({queries.num_items},), got {is_new.shape}")
+    if share == 0 or not is_new.any() or is_new.all():
+        return scores
+    position = tie_break_order(queries.num_items, seed)
+    out = np.empty(scores.shape, dtype=np.float64)
+    for mask, stride in ((is_new, share), (~is_new, 1.0 - share)):
+        columns = np.flatnonzero(mask)
+        columns = columns[np.argsort(position[columns])]  # ties: seeded order
+        part = np.array(scores[:, columns], dtype=np.float64)
+        for r in range(len(queries)):
+            part[r, np.isin(columns, queries.exclude[r])] = -np.inf
+        order = np.argsort(-part, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(len(columns))[None, :].repeat(len(part), 0), 1)
+        out[:, columns] = -(rank + 0.5) / stride
+    return out
+
+
 def evaluate_scores(scores: np.ndarray, queries: Queries,
                     ks: Sequence[int] = (10, 20, 50, 100), seed: int = 0
                     ) -> Dict[str, Dict[str, Optional[float]]]:

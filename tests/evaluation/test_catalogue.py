@@ -195,3 +195,22 @@ def test_bad_scores_are_refused():
         evaluate_scores(np.zeros((1, 4)), q)
     with pytest.raises(ValueError, match="scores of user 0 .* hold NaN"):
         evaluate_scores(np.array([[0.0, np.nan, 1.0]]), q)
+
+
+def test_reserve_new_items_interleaves_by_share_and_keeps_each_list_order():
+    from mmf_rec.evaluation.catalogue import reserve_new_items
+
+    n = 10
+    is_new = np.zeros(n, bool)
+    is_new[[7, 8, 9]] = True
+    scores = np.array([[9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0]])  # new items score lowest
+    queries_ = queries([[1]], [[0]], n)
+    np.testing.assert_array_equal(reserve_new_items(scores, queries_, is_new, 0.0), scores)
+    out = reserve_new_items(scores, queries_, is_new, 0.25)
+    order = [int(i) for i in np.argsort(-out[0], kind="stable")]
+    order = [i for i in order if i != 0]  # the excluded item comes last, whatever it scored
+    assert [i for i in order if is_new[i]] == [7, 8, 9]  # each list keeps its order
+    assert [i for i in order if not is_new[i]] == [1, 2, 3, 4, 5, 6]
+    assert sum(is_new[order[:4]]) == 1 and sum(is_new[order[:8]]) == 2
+    with pytest.raises(ValueError, match="share"):
+        reserve_new_items(scores, queries_, is_new, 1.0)
