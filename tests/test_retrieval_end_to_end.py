@@ -99,6 +99,23 @@ def test_build_index_then_recommend_for_one_user(runs, capsys):
     assert all(r[4] for r in rows)  # a description snippet
 
 
+def test_new_items_are_marked_and_a_reserved_share_brings_them_in(runs, capsys):
+    retriever, ranker, _ = runs
+    if not (retriever / "index").is_dir():
+        build_index.main(["--retriever", str(retriever)])
+    capsys.readouterr()
+    assert recommend.main(["--retriever", str(retriever), "--ranker", str(ranker),
+                           "--user", "7", "--k-retrieve", "20", "--top", "20",
+                           "--new-item-share", "0.5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[2:]
+    new = [line for line in lines if " new  by content " in line]
+    assert len(new) >= 10  # half of the 20 candidates, all shown (top 20)
+    assert all(" retrieved " in line for line in lines if line not in new)
+    with pytest.raises(SystemExit):
+        recommend.main(["--retriever", str(retriever), "--user", "7",
+                        "--new-item-share", "1.5"])
+
+
 def test_batch_mode_writes_a_file_and_flags_unknown_users(runs, capsys):
     retriever, ranker, tmp_path = runs
     if not (retriever / "index").is_dir():

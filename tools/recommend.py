@@ -7,8 +7,10 @@
 
 One user: prints rank, item id, retrieval score (cosine), ranking score (the
 ranker's click probability), "new" for an item with no observed training
-interaction, how the item was found (``retrieved``) and a description
-snippet. Many users
+interaction, how the item was found (``by content`` for a new item, whose
+vector comes from its attributes, text and photo alone; ``retrieved`` for
+the rest) and a description snippet. ``--new-item-share`` reserves that share
+of the retrieved candidates for new items. Many users
 (``--users a-b``, ``a,b,c`` or ``@file`` with one id per line): writes a TSV
 file, one line per (user, rank). Items the user clicked before are left out
 unless ``--no-exclude-seen``. An unknown user id gets the features-only
@@ -56,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--final-score", choices=["ctr", "ctr_x_exposure"], default="ctr",
                    help="order of the ranked candidates: the ranker's click probability "
                         "(default), or it times the item's training exposure share")
+    p.add_argument("--new-item-share", type=float, default=0.0,
+                   help="share of the --k-retrieve candidates reserved for new items (0)")
     p.add_argument("--data-dir", type=Path, help="replaces the runs' env.data_dir")
     p.add_argument("--batch-size", type=int, default=256)
     return p
@@ -68,8 +72,14 @@ def main(argv=None) -> int:
     retriever, index, ranker = pipeline_paths(args, parser(), "recommend")
     from mmf_rec.retrieval.pipeline import Recommender, write_recommendations
 
-    recommender = Recommender.from_runs(retriever, index, ranker,
-                                        data_dir=args.data_dir, final_score=args.final_score)
+    try:
+        recommender = Recommender.from_runs(retriever, index, ranker, data_dir=args.data_dir,
+                                            final_score=args.final_score,
+                                            new_item_share=args.new_item_share)
+    except ValueError as error:
+        if "new_item_share" not in str(error):
+            raise
+        parser().error(str(error).replace("new_item_share", "--new-item-share"))
     users = [args.user] if args.user is not None else parse_users(args.users)
     results = recommender.recommend(users, k_retrieve=args.k_retrieve, k_final=args.top,
                                     exclude_seen=args.exclude_seen, batch_size=args.batch_size,
@@ -87,17 +97,13 @@ def main(argv=None) -> int:
     seen = "excluding" if args.exclude_seen else "including"
     print(f"user {result.user}{note}: top {len(result.items)} of {args.k_retrieve} retrieved, "
           f"{seen} items clicked before")
-    # new: no observed training interaction (its id says nothing; content carries it)
-    from mmf_rec.data.protocol import seen_in_training
-
-    seen = seen_in_training(recommender.data)
     print(f"{'rank':>4}  {'item':>6}  {'retrieval':>9}  {'ranking':>7}  {'new':>3}  "
-          f"{'source':<9}  description")
+          f"{'source':<10}  description")
     for item in result.items:
         ranking = "-" if item.ranking_score is None else f"{item.ranking_score:.3f}"
-        new = "new" if item.item_id >= len(seen) or not seen[item.item_id] else ""
+        new, source = ("new", "by content") if item.new else ("", "retrieved")
         print(f"{item.rank:>4}  {item.item_id:>6}  {item.retrieval_score:>9.3f}  {ranking:>7}  "
-              f"{new:>3}  {'retrieved':<9}  {item.description}")
+              f"{new:>3}  {source:<10}  {item.description}")
     return 0
 
 
