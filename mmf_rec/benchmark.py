@@ -388,6 +388,11 @@ def run_project_model(ctx: Context, model: str, seed: int, run_dir: Path) -> Dic
             "best_update": ctr.get("num_updates")}
 
 
+def _fitted_here(model: str) -> bool:
+    """Baselines and the oracle are fitted in this process; models by mmf_run."""
+    return model in BASELINE_NAMES or model == ORACLE
+
+
 def run_one(ctx: Context, model: str, seed: int) -> Dict[str, Any]:
     """One model and seed; never raises: a failure is recorded with its log."""
     run_dir = ctx.out / "runs" / model / f"seed{seed}"
@@ -397,7 +402,7 @@ def run_one(ctx: Context, model: str, seed: int) -> Dict[str, Any]:
     log_path = run_dir / "run.log"
     started = time.perf_counter()
     try:
-        if model in BASELINE_NAMES or model == ORACLE:
+        if _fitted_here(model):
             result = run_baseline(ctx, model, seed, run_dir)
         else:
             result = run_project_model(ctx, model, seed, run_dir)
@@ -408,7 +413,7 @@ def run_one(ctx: Context, model: str, seed: int) -> Dict[str, Any]:
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["log"] = shown(log_path)
-    if result["status"] == "ok" and (model in BASELINE_NAMES or model == ORACLE):
+    if result["status"] == "ok" and _fitted_here(model):
         with open(log_path, "a") as log:
             log.write(json.dumps(result, indent=1) + "\n")
     logger.info("%s seed %d: %s in %.1f s%s", model, seed, result["status"], result["wall_s"],

@@ -23,6 +23,7 @@ config gives byte-identical files.
 """
 
 import argparse
+import functools
 import logging
 import os
 import shutil
@@ -527,14 +528,21 @@ def make_interactions(config: ConfigLike, users: Users, items: Items) -> Interac
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _world(config: GeneratorConfig):
+    """Items, users and interactions of a config, made once for the oracle's
+    repeated calls (val and test, every seed of a benchmark)."""
+    items, users = make_items(config), make_users(config)
+    return items, users, make_interactions(config, users, items)
+
+
 def oracle_scores(config: ConfigLike, user_ids: np.ndarray, period: str = "test") -> np.ndarray:
     """(len(user_ids), I) the true expected number of clicks of each user on
     each item in ``period`` ("val" or "test"), up to a per-user factor:
     exposure weight x share of the period the item is on sale x true click
     probability. Ranking the catalogue by it is the retrieval oracle."""
     config = as_config(config)
-    items, users = make_items(config), make_users(config)
-    inter = make_interactions(config, users, items)
+    items, users, inter = _world(config)
     splits = {"val": ("val",), "test": ("test", "cold")}[period]
     times = inter.timestamp[np.concatenate([inter.splits[s] for s in splits])]
     start, end = int(times.min()), int(times.max()) + 1

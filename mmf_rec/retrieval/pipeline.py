@@ -100,13 +100,12 @@ class Recommender:
                                history_feature=retriever.history_feature)
         self.users = users
         self.descriptions = list(descriptions) if descriptions is not None else None
-        self.is_new = np.zeros(int(index.item_ids.max()) + 1, dtype=bool)
-        if data is not None:
-            from mmf_rec.data import protocol
+        # item id -> no observed training interaction (all False without the data)
+        from mmf_rec.data import protocol
 
-            seen = protocol.seen_in_training(data)
-            self.is_new = np.zeros(max(len(seen), len(self.is_new)), dtype=bool)
-            self.is_new[:len(seen)] = ~seen
+        seen = protocol.seen_in_training(data) if data is not None else np.zeros(0, bool)
+        self.is_new = np.zeros(max(len(seen), int(index.item_ids.max()) + 1), dtype=bool)
+        self.is_new[:len(seen)] = ~seen
         if not 0.0 <= float(new_item_share) < 1.0:
             raise ValueError(f"new_item_share must be in [0, 1), got {new_item_share}")
         if new_item_share > 0 and data is None:

@@ -13,8 +13,8 @@ user, with no id, is scored from the features and history the request gives
 Ranking runs on the fused path (``mmf_rec.serving.fused``): the same logits
 as the ranker's own ``score`` within 1e-5 in fp32, in a few batched ops.
 Every item carries ``new``: it has no observed training interaction
-(``mmf_rec.data.protocol.seen_in_training``), so its id says nothing and its
-content and attributes carry it. A batch that fails is run again one
+(``Recommender.is_new``, from ``mmf_rec.data.protocol.seen_in_training``),
+so its id says nothing and its content and attributes carry it. A batch that fails is run again one
 request at a time, so a request that breaks it fails alone.
 """
 
@@ -27,7 +27,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from mmf_rec.data import protocol
 from mmf_rec.data.prepared import DENSE_COLUMN
 from mmf_rec.schema import PAD_ID
 
@@ -86,7 +85,7 @@ class Engine:
         self.dense_bounds = _dense_bounds(self.users.dense[self.users.known]
                                           if self.users.known.any() else self.users.dense)
         self.external_ids = _external_user_ids(self.data.root)
-        self.new_items = ~protocol.seen_in_training(self.data)
+        self.new_items = recommender.is_new
         # the model is used from one thread at a time (batches and explanations)
         self.lock = threading.Lock()
         self.final_score = getattr(recommender, "final_score", "ctr")
