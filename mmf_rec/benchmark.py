@@ -39,6 +39,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmf_rec.files import atomic_write
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -540,11 +542,9 @@ def run_suite(suite: Suite, out: Path, seeds: Sequence[int], models: Sequence[st
 def write_results(results: Mapping[str, Any], out: Path) -> Tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    tmp = path.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
     table = out / "results.md"
-    table.write_text(format_table(results))
+    atomic_write(table, format_table(results))
     return path, table
 
 

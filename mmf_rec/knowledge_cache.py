@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmf_rec.files import sha256_file
 from mmf_rec.log import log
 
 
@@ -52,7 +53,7 @@ def source_fingerprint(paths: Sequence[os.PathLike], extra: Any = None) -> str:
         path = Path(path)
         digest.update(path.name.encode())
         if path.is_file():
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(bytes.fromhex(sha256_file(path)))
         else:
             digest.update(b"<missing>")
     return digest.hexdigest()[:16]

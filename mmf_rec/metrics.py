@@ -5,11 +5,12 @@ set into one report and calls each metric once, so AUC and log loss here are
 computed over the whole set, not averaged over batches.
 
 Scores are logits: the models return ``scores`` of shape (B, 1) before the
-sigmoid, and these metrics take them as they come.
+sigmoid, and these metrics take them as they come. ``roc_auc`` lives in
+:mod:`mmf_rec.auc` (pure numpy, shared with the synthetic generator's oracle
+AUC) and is imported here.
 """
 
 import math
-import warnings
 from typing import Union
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from mmf.common.registry import registry
 from mmf.modules.metrics import BaseMetric
 from torch import Tensor
+
+from mmf_rec.auc import roc_auc
 
 ArrayLike = Union[Tensor, np.ndarray, list]
 
@@ -39,42 +42,6 @@ def _checked_pair(scores: ArrayLike, labels: ArrayLike, what: str):
     if not torch.isfinite(scores).all():
         raise ValueError(f"{what}: scores contain NaN or infinity")
     return scores, labels
-
-
-def _average_rank_sum(scores: Tensor, positive: Tensor) -> Tensor:
-    """Sum of the 1-based ranks of the positives, tied scores sharing their mean rank."""
-    sorted_scores, order = torch.sort(scores)
-    _, group, counts = torch.unique_consecutive(
-        sorted_scores, return_inverse=True, return_counts=True
-    )
-    last = torch.cumsum(counts, 0).to(torch.float64)
-    mean_rank = last - (counts.to(torch.float64) - 1) / 2
-    return (mean_rank[group] * positive[order]).sum()
-
-
-def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """Area under the ROC curve by the Mann-Whitney U statistic, O(n log n).
-
-    ``labels`` must be 0 or 1. When only one class is present AUC is
-    undefined: this returns NaN with a ``RuntimeWarning`` rather than raising,
-    so that a small or unlucky evaluation slice does not abort a training run.
-    """
-    scores, labels = _checked_pair(scores, labels, "roc_auc")
-    if not ((labels == 0) | (labels == 1)).all():
-        raise ValueError("roc_auc: labels must be 0 or 1")
-    positive = labels
-    num_pos = float(positive.sum())
-    num_neg = labels.numel() - num_pos
-    if num_pos == 0 or num_neg == 0:
-        warnings.warn(
-            f"roc_auc: only one class present ({int(num_pos)} positives, "
-            f"{int(num_neg)} negatives); AUC is undefined, returning NaN",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return math.nan
-    rank_sum = float(_average_rank_sum(scores, positive))
-    return (rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
 
 
 def log_loss(logits: ArrayLike, labels: ArrayLike, eps: float = 0.0) -> float:

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 import torch
 
 from mmf_rec import distributed
+from mmf_rec.files import atomic_path
 
 COLUMNS = ("row", "user_id", "item_id", "label", "score", "probability")
 USER_FEATURE = "user_id"
@@ -86,9 +87,7 @@ def _write(path: Path, columns: Dict[str, torch.Tensor], file_format: str) -> in
     label = columns["label"].tolist()
     score = columns["score"].tolist()
     probability = torch.sigmoid(columns["score"].double()).tolist()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         if file_format == "csv":
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
@@ -106,7 +105,6 @@ def _write(path: Path, columns: Dict[str, torch.Tensor], file_format: str) -> in
                     "label": None if label[i] != label[i] else _label(label[i]),
                     "score": score[i], "probability": probability[i],
                 }) + "\n")
-    os.replace(tmp, path)
     return n
 
 

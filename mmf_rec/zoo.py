@@ -45,6 +45,7 @@ import yaml
 
 from mmf_rec import paths, safe_load
 from mmf_rec.errors import UserError
+from mmf_rec.files import atomic_path, atomic_write, sha256_file
 from mmf_rec.log import log
 
 PREFIX = "kbrec"
@@ -211,14 +212,6 @@ def cache_root() -> Path:
 
         data_dir = resolve_dir("MMF_DATA_DIR", "data")
     return Path(os.path.expanduser(str(data_dir))).absolute() / "models"
-
-
-def sha256_file(path: os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _local_path(url: str) -> Optional[Path]:
@@ -745,10 +738,7 @@ def update_zoo_file(path: Path, key: str, node: Dict[str, Any]) -> None:
         parent = child
     parent[parts[-1]] = node
     body = yaml.safe_dump(tree, sort_keys=False, default_flow_style=False, width=100)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + body)
-    os.replace(tmp, path)
+    atomic_write(path, header + body)
 
 
 def export(run_dir: os.PathLike, key: str, out_dir: Optional[os.PathLike] = None,
@@ -829,10 +819,9 @@ def export(run_dir: os.PathLike, key: str, out_dir: Optional[os.PathLike] = None
         (staging / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         files[META] = sha256_file(staging / META)
         archive_name = f"{key}.tar.gz"
-        archive_tmp = staging / archive_name
-        _tar_gz(archive_tmp, {name: staging / name for name in files})
         archive = out_dir / archive_name
-        os.replace(archive_tmp, archive)
+        with atomic_path(archive) as tmp:
+            _tar_gz(tmp, {name: staging / name for name in files})
     digest = sha256_file(archive)
     node = {
         "version": f"1.0_{digest[:12]}",
@@ -888,9 +877,8 @@ def export_bundle(key: str, retriever: os.PathLike, index: os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {f"index/{p.name}": sha256_file(p) for p in index_files}
     archive = out_dir / f"{key}.tar.gz"
-    tmp = out_dir / f".{key}.tar.gz.tmp"
-    _tar_gz(tmp, {f"index/{p.name}": p for p in index_files})
-    os.replace(tmp, archive)
+    with atomic_path(archive) as tmp:
+        _tar_gz(tmp, {f"index/{p.name}": p for p in index_files})
     digest = sha256_file(archive)
     node = {
         "version": f"1.0_{digest[:12]}",

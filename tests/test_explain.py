@@ -95,14 +95,14 @@ def forward(run, rows):
 def test_loaded_run_reproduces_the_runs_validation_auc(run):
     """The loader rebuilds the trained model: same val AUC as mmf_run reported."""
     from mmf_rec.data.dataset import KBRecDataset
-    from mmf_rec.data.synthetic import rank_auc
+    from mmf_rec.auc import roc_auc
 
     val = KBRecDataset(run.data, "val", dataset_name=run.data.name, dataset_type="test")
     batch = val.__getitems__(list(range(len(val))))
     scores = forward(run, batch).numpy()
     with open(run.save_dir / "metrics.json") as f:
         reported = json.load(f)["val"]["auc"]
-    assert abs(rank_auc(scores, batch["targets"].reshape(-1).numpy()) - reported) < 1e-4
+    assert abs(roc_auc(scores, batch["targets"].reshape(-1).numpy()) - reported) < 1e-4
 
 
 def test_token_inputs_rebuild_the_models_scores(run):

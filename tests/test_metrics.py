@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -35,10 +36,39 @@ def test_auc_accepts_column_tensors_and_extremes():
     assert roc_auc(torch.zeros(4, 1), labels) == 0.5
 
 
+def test_auc_matches_pairwise_counting_with_bool_labels():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.random(60) < 0.4
+    pos, neg = scores[labels], scores[~labels]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs), abs=1e-12)
+
+
 def test_auc_single_class_warns_and_returns_nan():
     with pytest.warns(RuntimeWarning, match="only one class"):
         value = roc_auc([0.1, 0.5, 0.9], [1, 1, 1])
     assert math.isnan(value)
+    with pytest.warns(RuntimeWarning, match="only one class"):
+        assert math.isnan(roc_auc(np.arange(4.0), np.zeros(4)))
+    # an empty slice (e.g. a generated split with no rows) is undefined too
+    with pytest.warns(RuntimeWarning, match="no samples"):
+        assert math.isnan(roc_auc([], []))
+
+
+def test_auc_is_the_one_the_generator_uses_and_needs_neither_torch_nor_mmf():
+    import subprocess
+    import sys
+
+    from mmf_rec import auc, metrics
+    from mmf_rec.data import synthetic
+
+    assert metrics.roc_auc is auc.roc_auc is synthetic.roc_auc
+    code = ("import sys, mmf_rec.auc, mmf_rec.data.synthetic; "
+            "print(sorted(m for m in ('torch', 'mmf') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_auc_rejects_bad_input():

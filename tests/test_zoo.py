@@ -1,7 +1,6 @@
 """The model zoo: export a run, load it back by key offline, and every way
 it can fail with one clear error (mmf_rec/zoo.py, tools/export_zoo.py)."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,11 +15,9 @@ import yaml
 
 from tiny_runs import REPO, TRAIN, environment, last_line, run
 
+from mmf_rec.files import sha256_file
+
 KEY = "kbrec.dlrm.tiny"
-
-
-def sha256(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +62,13 @@ def with_entry(zoo_file, tmp_path, **resource):
 def test_export_writes_an_mmf_zoo_archive_and_entry(exported):
     tmp, _, zoo_file, result = exported
     archive = tmp / "store" / f"{KEY}.tar.gz"
-    assert result["archive"] == str(archive) and result["sha256"] == sha256(archive)
+    assert result["archive"] == str(archive) and result["sha256"] == sha256_file(archive)
     text = zoo_file.read_text()
     assert text.startswith("# my zoo\n")  # the file's comments are kept
     node = yaml.safe_load(text)["kbrec"]["dlrm"]["tiny"]
     assert node["resources"] == [{"url": archive.as_uri(), "file_name": f"{KEY}.tar.gz",
-                                  "hashcode": sha256(archive), "compressed": True}]
-    assert node["version"].endswith(sha256(archive)[:12])
+                                  "hashcode": sha256_file(archive), "compressed": True}]
+    assert node["version"].endswith(sha256_file(archive)[:12])
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["config.yaml", "dlrm.pth", "zoo.json"]
         meta = json.load(tar.extractfile("zoo.json"))
@@ -201,7 +198,7 @@ def test_checksum_mismatch_names_the_file(exported, zoo_env, tmp_path, monkeypat
 
     with pytest.raises(zoo_env.ZooChecksumError, match="checksum mismatch") as error:
         registry.get_model_class("dlrm").from_pretrained(KEY)
-    assert str(damaged) in str(error.value) and sha256(damaged) in str(error.value)
+    assert str(damaged) in str(error.value) and sha256_file(damaged) in str(error.value)
 
 
 def test_missing_file_names_the_url(exported, zoo_env, tmp_path, monkeypatch):

@@ -19,11 +19,8 @@ so validation lives here once. Layout of a prepared directory::
 Pure numpy and json: no torch, no mmf, so it can be used by any tool.
 """
 
-import functools
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -31,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import numpy as np
 
 from mmf_rec.errors import UserError
+from mmf_rec.files import atomic_path, atomic_write, sha256_file
 from mmf_rec.schema import PAD_ID, Schema, SchemaError
 
 FORMAT = "mmf_rec.prepared/2"  # /2: the ``sampled`` column
@@ -53,42 +51,6 @@ class PreparedDataError(UserError, ValueError):
 
 
 # -- writing -----------------------------------------------------------------
-def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def _file_mode() -> int:
-    """Permissions a plain open() would give (mkstemp's are owner-only)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_bytes(path: Path, writer) -> None:
-    """Write through a temporary file in the same directory, then rename.
-
-    A reader never sees a half-written file under the final name.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fchmod(f.fileno(), _file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def column_entry(path: PathLike, array: np.ndarray) -> Dict[str, Any]:
     return {
         "shape": [int(s) for s in array.shape],
@@ -103,7 +65,8 @@ def write_column(directory: PathLike, name: str, array: np.ndarray) -> Dict[str,
     if array.dtype == object:
         raise PreparedDataError(f"column '{name}': object arrays cannot be prepared")
     path = Path(directory) / f"{name}.npy"
-    _atomic_write_bytes(path, lambda f: np.save(f, array, allow_pickle=False))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
     return column_entry(path, array)
 
 
@@ -123,7 +86,7 @@ def write_json(path: PathLike, data: Any) -> str:
         text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    _atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, text)
     return sha256_file(path)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from mmf_rec.data import prepared as fmt
 from mmf_rec.errors import UserError
+from mmf_rec.files import umask
 
 logger = logging.getLogger(__name__)
 
@@ -177,19 +178,13 @@ def atomic_output(out: Union[str, os.PathLike]) -> Iterator[Path]:
                                 dir=out.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_report(root: Path, report: RowReport, extra: Optional[Mapping[str, Any]] = None

@@ -34,6 +34,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
+from mmf_rec.auc import roc_auc
 from mmf_rec.data import prepared as fmt
 from mmf_rec.data import protocol
 from mmf_rec.schema import PAD_ID, DenseFeature, KnowledgeField, Schema, SparseFeature
@@ -396,21 +397,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC from average ranks (ties count half); nan if one class is absent."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels) > 0.5
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average_rank = ends - (counts - 1) / 2.0  # 1-based
-    rank_sum = average_rank[inverse][labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 # -- interactions ------------------------------------------------------------
 @dataclass
 class Interactions:
@@ -723,10 +709,10 @@ def generate(root: Union[str, os.PathLike], config: ConfigLike = None,
     for name, rows in inter.splits.items():
         columns = _split_columns(schema, users, items, inter, rows)
         splits[name] = fmt.write_table(root / name, columns)
-        oracle_auc[name] = _json_number(rank_auc(inter.click_prob[rows], inter.label[rows]))
+        oracle_auc[name] = _json_number(roc_auc(inter.click_prob[rows], inter.label[rows]))
     visible = sigmoid(click_logit(users, items, inter.user, inter.item, hidden=False))
     visible_auc = {
-        name: _json_number(rank_auc(visible[rows], inter.label[rows]))
+        name: _json_number(roc_auc(visible[rows], inter.label[rows]))
         for name, rows in inter.splits.items()
     }
     item_table = fmt.write_table(root / fmt.ITEMS, _item_columns(schema, items, inter.unseen))

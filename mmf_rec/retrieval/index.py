@@ -23,11 +23,9 @@ better: cosine for unit vectors) and ``l2`` (squared distance, lower is
 better); ``scores`` are what FAISS returns under that metric.
 """
 
-import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
+
+from mmf_rec.files import atomic_path, atomic_write, sha256_file
 
 FORMAT = "mmf_rec.item_index/1"
 INDEX_FILE = "index.faiss"
@@ -68,14 +68,6 @@ def _faiss():
     import faiss
 
     return faiss
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -264,19 +256,13 @@ class ItemIndex:
         meta_path = directory / META_FILE
         if meta_path.exists():
             meta_path.unlink()  # the directory is incomplete until the new one lands
-        tmp = directory / f".{INDEX_FILE}.tmp"
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, directory / INDEX_FILE)
-        tmp = directory / f".{IDS_FILE}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(directory / INDEX_FILE) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        with atomic_path(directory / IDS_FILE) as tmp, open(tmp, "wb") as f:
             np.save(f, self.item_ids, allow_pickle=False)
-        os.replace(tmp, directory / IDS_FILE)
-        self.meta.files = {name: _sha256(directory / name) for name in (INDEX_FILE, IDS_FILE)}
-        fd, tmp_meta = tempfile.mkstemp(prefix=".meta.", dir=directory)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self.meta), f, indent=2, sort_keys=True)
-        os.chmod(tmp_meta, 0o644)
-        os.replace(tmp_meta, meta_path)
+        self.meta.files = {name: sha256_file(directory / name)
+                           for name in (INDEX_FILE, IDS_FILE)}
+        atomic_write(meta_path, json.dumps(asdict(self.meta), indent=2, sort_keys=True))
         return directory
 
     @classmethod
@@ -302,7 +288,7 @@ class ItemIndex:
             path = directory / name
             if not path.is_file() or path.stat().st_size == 0:
                 raise IndexFileError(f"{path}: missing or empty")
-            if verify and meta.files.get(name) != _sha256(path):
+            if verify and meta.files.get(name) != sha256_file(path):
                 raise IndexFileError(f"{path}: sha256 does not match meta.json; the file is "
                                      "corrupt or changed after the index was saved")
         try:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmf_rec.files import atomic_path
 from mmf_rec.retrieval.index import ItemIndex
 from mmf_rec.runs import load_run
 from mmf_rec.retrieval.users import UserStates
@@ -302,9 +303,7 @@ def write_recommendations(results: Sequence[Recommendations], path: PathLike) ->
     import csv
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f, delimiter="\t")
         writer.writerow(["user", "cold_user", "rank", "item_id", "new", "retrieval_score",
                          "ranking_score", "description"])
@@ -314,5 +313,4 @@ def write_recommendations(results: Sequence[Recommendations], path: PathLike) ->
                                  int(item.new), f"{item.retrieval_score:.6f}",
                                  "" if item.ranking_score is None else f"{item.ranking_score:.6f}",
                                  item.description])
-    os.replace(tmp, path)
     return path

@@ -6,6 +6,7 @@ import pytest
 
 from mmf_rec.data import prepared
 from mmf_rec.data.prepared import PreparedDataError, load_prepared
+from mmf_rec.files import sha256_file
 
 
 def _manifest(root):
@@ -152,5 +153,5 @@ def test_writes_leave_no_temporary_files(tmp_path):
     prepared.write_manifest(tmp_path, {"schema": {}, "splits": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "x.npy"]
     assert entry["shape"] == [5] and entry["dtype"] == "int64"
-    assert entry["sha256"] == prepared.sha256_file(tmp_path / "x.npy")
+    assert entry["sha256"] == sha256_file(tmp_path / "x.npy")
     assert _manifest(tmp_path)["format"] == prepared.FORMAT

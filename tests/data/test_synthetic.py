@@ -1,11 +1,11 @@
 import dataclasses
-import itertools
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from mmf_rec.auc import roc_auc
 from mmf_rec.data import prepared, synthetic
 from mmf_rec.schema import PAD_ID
 
@@ -108,18 +108,8 @@ def test_oracle_beats_the_best_predictor_without_hidden_attributes(tiny_dir):
 def test_oracle_auc_in_manifest_matches_the_stored_columns(tiny_dir):
     data = prepared.load_prepared(tiny_dir)
     table = data.split("val")
-    auc = synthetic.rank_auc(table["click_prob"], table["label"])
+    auc = roc_auc(table["click_prob"], table["label"])
     assert auc == pytest.approx(data.manifest["oracle_auc"]["val"])
-
-
-def test_rank_auc_matches_pairwise_counting():
-    rng = np.random.default_rng(3)
-    scores = rng.integers(0, 5, 60).astype(float)  # many ties
-    labels = rng.random(60) < 0.4
-    pos, neg = scores[labels], scores[~labels]
-    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
-    assert synthetic.rank_auc(scores, labels) == pytest.approx(np.mean(pairs))
-    assert np.isnan(synthetic.rank_auc(scores, np.zeros(60)))
 
 
 def test_descriptions_name_the_hidden_attributes(tiny_dir, tiny_config):
