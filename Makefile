@@ -12,11 +12,14 @@ install: $(STAMP)
 # pip<24.1: omegaconf 2.0.x (which MMF 1.0.0rc10 needs) declares metadata
 # that newer pips reject. MMF's own pins do not install on Python 3.11, so it
 # goes in with --no-deps and requirements.txt provides its real dependencies.
+# TorchRec likewise: the CPU build of FBGEMM, never the CUDA one beside it.
 $(STAMP): requirements.txt requirements-test.txt setup.py pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==23.2.1" "setuptools==84.2.1"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps mmf==1.0.0rc10
+	-@$(BIN)/python -m pip uninstall --quiet --yes fbgemm-gpu 2>/dev/null
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchrec==1.9.2 fbgemm-gpu-cpu==1.9.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m mmf_rec.compat --install-hook
 	$(BIN)/python -c "import mmf_rec.compat as c; c.apply(); print('mmf imports with mmf_rec compat')"

@@ -571,18 +571,20 @@ def embedding_optimizer(config) -> Tuple[str, Dict]:
     return str(kind), table_params
 
 
-def build_optimizer(model: nn.Module, config, split: Sequence[str] = ()):
+def build_optimizer(model: nn.Module, config, split: Sequence[str] = (),
+                    trained_elsewhere: Sequence[nn.Parameter] = ()):
     """MMF's optimizer; with ``split`` (names of tables with sparse gradients)
     those tables under :func:`embedding_optimizer` and everything else under
-    ``optimizer``, stepped as one."""
+    ``optimizer``, stepped as one. Parameters ``trained_elsewhere`` (sharded
+    tables under their fused optimizer) are left out."""
     from mmf.utils.build import build_optimizer as mmf_build_optimizer
     from mmf.utils.general import get_optimizer_parameters
 
-    if not split:
+    if not split and not trained_elsewhere:
         return mmf_build_optimizer(model, config)
     named = dict(model.named_parameters())
     tables = [named[name] for name in split]
-    table_ids = {id(w) for w in tables}
+    table_ids = {id(w) for w in [*tables, *trained_elsewhere]}
     groups = list(get_optimizer_parameters(model, config))
     if groups and isinstance(groups[0], dict):
         rest = [{**g, "params": [p for p in g["params"] if id(p) not in table_ids]}
@@ -591,8 +593,10 @@ def build_optimizer(model: nn.Module, config, split: Sequence[str] = ()):
     else:
         rest = [p for p in groups if id(p) not in table_ids]
     params = dict(_plain(config.optimizer.get("params", None)) or {})
-    kind, table_params = embedding_optimizer(config)
     dense = _optimizer_class(config.optimizer.type)(rest, **params)
+    if not tables:
+        return dense
+    kind, table_params = embedding_optimizer(config)
     sparse = _optimizer_class(kind)([w for w in tables if w.requires_grad], **table_params)
     return CombinedOptimizer([dense, sparse])
 

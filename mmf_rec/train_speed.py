@@ -9,6 +9,7 @@ Evaluation, checkpoints and logging are outside both. The first
 ``warmup`` updates are left out (allocator and thread-pool warm-up).
 """
 
+import resource
 import statistics
 import time
 from typing import Dict, Iterable, Iterator, List, Optional
@@ -21,6 +22,7 @@ class TrainSpeed:
         self.fetch_s: List[float] = []
         self.step_s: List[float] = []
         self._step_start: Optional[float] = None
+        self.peak_rss_mb: Optional[float] = None
 
     def batches(self, loader: Iterable) -> Iterator:
         """``loader``'s batches, timing how long each one took to arrive."""
@@ -42,6 +44,11 @@ class TrainSpeed:
             self.step_s.append(time.perf_counter() - self._step_start)
             self._step_start = None
 
+    def training_done(self) -> None:
+        """Note the process's peak memory (resident set) up to the end of
+        training, before the final evaluation and checkpoint."""
+        self.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     def summary(self) -> Optional[Dict[str, float]]:
         """Medians and throughputs over the steps after warm-up; None if
         there were none (e.g. a run shorter than the warm-up)."""
@@ -58,4 +65,5 @@ class TrainSpeed:
             "fetch_ms_median": 1e3 * statistics.median(fetches),
             "model_samples_per_s": self.batch_size / (step_ms / 1e3),
             "loop_samples_per_s": self.batch_size * len(steps) / loop_s,
+            "peak_rss_mb": self.peak_rss_mb,
         }

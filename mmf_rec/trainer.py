@@ -37,7 +37,7 @@ from mmf.utils.distributed import get_world_size, is_master
 from mmf.utils.general import clip_gradients
 from mmf.utils.timer import Timer
 
-from mmf_rec import distributed, summary
+from mmf_rec import distributed, sharding, summary
 from mmf_rec.run_dir import check_save_dir, config_fingerprint
 from mmf_rec.train_speed import TrainSpeed
 
@@ -128,6 +128,7 @@ class KBRecTrainer(BaseTrainer):
                 if should_break:
                     break
         self.trained_updates = self.num_updates
+        self.train_speed.training_done()
         self.finalize()
         self.write_metrics()
 
@@ -188,6 +189,10 @@ class KBRecTrainer(BaseTrainer):
 
     def write_metrics(self):
         speed = self.train_speed.summary() if getattr(self, "train_speed", None) else None
+        if speed is not None and get_world_size() > 1:  # every rank's, in rank order
+            peaks = [None] * get_world_size()
+            torch.distributed.all_gather_object(peaks, speed["peak_rss_mb"])
+            speed["peak_rss_mb_per_process"] = peaks
         if not is_master() or not (self.results or speed):
             return
         save_dir = self.config.env.save_dir
@@ -252,14 +257,21 @@ class KBRecTrainer(BaseTrainer):
         attributes = self.config.model_config[self.config.model]
         if isinstance(attributes, str):
             attributes = self.config.model_config[attributes]
+        self.sharded = sharding.uses_torchrec(self.config)
         with omegaconf.open_dict(attributes):
             attributes.model = self.config.model
+            if self.sharded:  # TorchRec allocates the tables as it shards them
+                attributes.sparse_encoder.params.device = "meta"
         self.model = build_model(attributes)
         if "cuda" in str(self.device):
             name = torch.cuda.get_device_name(self.device)
             self.writer.write(f"CUDA Device {self.config.distributed.rank} is: {name}",
                               log_all=True)
             registry.register("global_device", self.config.distributed.rank)
+        if self.sharded:
+            self.model._apply(lambda t: t if t.is_meta else t.to(self.device))
+            self._load_sharded_model_and_optimizer()
+            return
         self.model = self.model.to(self.device)
 
         self.amp = distributed.MixedPrecision(self.config, self.device)
@@ -280,6 +292,23 @@ class KBRecTrainer(BaseTrainer):
         registry.register("distributed", False)
         self.load_extras()
         self.parallelize_model()
+
+    def _load_sharded_model_and_optimizer(self):
+        """The TorchRec tables sharded under DistributedModelParallel (which
+        also puts the dense part under DDP), trained by their fused
+        optimizer; ``optimizer`` trains the rest (:mod:`mmf_rec.sharding`)."""
+        self.amp = distributed.MixedPrecision(self.config, self.device)
+        if self.amp.enabled and self.amp.embedding_dtype != torch.float32:
+            raise sharding.UserError("training.amp.embedding_dtype: sharded TorchRec tables "
+                                     "are float32")
+        self.writer.write(self.amp.describe(), "info" if self.amp.enabled else "debug")
+        self.model = sharding.shard(self.model, self.config, self.device)
+        self.sparse_tables, self._ddp_ignored = [], []
+        self.optimizer = distributed.build_optimizer(
+            self.model, self.config, trained_elsewhere=sharding.table_parameters(self.model))
+        registry.register("data_parallel", False)
+        registry.register("distributed", False)  # keys without "module.": DMP's own
+        self.load_extras()
 
     def parallelize_model(self):
         if not self.distributed:

@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
 import bench_data  # noqa: E402  (tools/, next to this file)
 import bench_index  # noqa: E402
 import bench_rank  # noqa: E402
+import bench_shard  # noqa: E402
 import bench_train  # noqa: E402
 import bench_trajectory  # noqa: E402
 
@@ -143,6 +144,7 @@ def bench_embedding(args) -> Dict[str, object]:
             for encoder in encoders.values():
                 encoder.zero_grad(set_to_none=True)
 
+        step_times = bench_update_step(features, schema, batch, grad, encoders, args)
         times = {
             "forward": blocked_ms(
                 {n: partial(forward, e) for n, e in encoders.items()},
@@ -166,7 +168,56 @@ def bench_embedding(args) -> Dict[str, object]:
                 "forward": times["forward"][name],
                 "forward_backward": times["forward_backward"][name],
             })
+        for name, timing in step_times.items():
+            results.append({
+                "scenario": scenario, "variant": name, "config": UPDATE_VARIANTS[name],
+                "baseline": None, "tables": len(features),
+                "rows": sum(f.cardinality for f in features), "batch": args.batch,
+                "dim": args.dim, "update_step": timing,
+            })
     return {"benchmark": "embedding", "machine": machine(), "args": vars(args), "results": results}
+
+
+UPDATE_VARIANTS = {
+    "fused, sparse grads + SGD": {"fused": True, "sparse_grad": True},
+    "torchrec: FBGEMM TBE, fused SGD": {"backend": "torchrec",
+                                        "embedding_sharding": "table_wise"},
+}
+
+
+def bench_update_step(features, schema, batch, grad, encoders, args):
+    """A whole training step of the tables (forward, backward, SGD update):
+    the project's fused groups with sparse gradients and torch's SGD, against
+    FBGEMM's table-batched kernels with the update fused into the backward
+    (the torchrec backend, one process, table-wise)."""
+    from omegaconf import OmegaConf
+    from mmf_rec import sharding
+    from mmf_rec.encoders.sparse import SparseEncoder
+
+    native = encoders["fused, sparse grads"]
+    native_sgd = torch.optim.SGD(native.parameters(), lr=0.01)
+    tbe = SparseEncoder({"embedding_dim": args.dim, "check_ids": args.check_ids,
+                         "backend": "torchrec", "device": "meta"}, schema)
+    config = OmegaConf.create({
+        "model": "m", "model_config": {"m": {"sparse_encoder": {"params": {
+            "backend": "torchrec"}}}},
+        "distributed": {"embedding_sharding": "table_wise", "memory_budget_mb": None},
+        "optimizer": {"type": "SGD", "params": {"lr": 0.01}, "embeddings": {}},
+    })
+    tbe = sharding.shard(tbe, config, torch.device("cpu"))
+
+    def native_step():
+        native_sgd.zero_grad(set_to_none=True)
+        native(batch).backward(grad)
+        native_sgd.step()
+
+    def tbe_step():
+        tbe(batch).backward(grad)
+
+    names = list(UPDATE_VARIANTS)
+    times = blocked_ms({names[0]: native_step, names[1]: tbe_step},
+                       args.repeats, args.warmup, args.rounds)
+    return {name: times[name] for name in names}
 
 
 def embedding_table(payload) -> str:
@@ -181,9 +232,12 @@ def embedding_table(payload) -> str:
     ]
     medians = {
         (r["scenario"], r["variant"]): r["forward_backward"]["median_ms"]
-        for r in payload["results"]
+        for r in payload["results"] if "forward_backward" in r
     }
+    updates = [r for r in payload["results"] if "update_step" in r]
     for r in payload["results"]:
+        if "update_step" in r:
+            continue
         both = r["forward_backward"]["median_ms"]
         base = r["baseline"]
         speedup = f"{medians[(r['scenario'], base)] / both:.2f}x vs {base}" if base else ""
@@ -191,6 +245,11 @@ def embedding_table(payload) -> str:
             f"| {r['scenario']} | {r['variant']} | {r['forward']['median_ms']:.2f} "
             f"| {both:.2f} | {speedup} |"
         )
+    if updates:
+        lines += ["", "A whole training step of the tables (forward, backward, SGD update):", "",
+                  "| scenario | variant | step ms |", "|---|---|---:|"]
+        lines += [f"| {r['scenario']} | {r['variant']} | {r['update_step']['median_ms']:.2f} |"
+                  for r in updates]
     return "\n".join(lines)
 
 
@@ -440,6 +499,10 @@ BENCHMARKS = {
         "FAISS index types: build time, QPS and recall@k against exact search",
     ),
     "embedding": (bench_embedding, embedding_table, "fused vs per-table sparse lookups"),
+    "shard": (
+        bench_shard.bench_shard, bench_shard.shard_table,
+        "tables over one process's memory budget: refused in 1 process, sharded over 2",
+    ),
     "compression": (
         bench_compression, compression_table,
         "hash / qr / mixed_dim tables trained end to end, int8 / fp16 / int4 after training",
@@ -454,6 +517,7 @@ def parser() -> argparse.ArgumentParser:
     bench_trajectory.add_arguments(
         sub.add_parser("trajectory", help=BENCHMARKS["trajectory"][2]))
     bench_rank.add_arguments(sub.add_parser("rank", help=BENCHMARKS["rank"][2]))
+    bench_shard.add_arguments(sub.add_parser("shard", help=BENCHMARKS["shard"][2]))
     bench_data.add_arguments(sub.add_parser("data", help=BENCHMARKS["data"][2]))
     bench_index.add_arguments(sub.add_parser("retrieve", help=BENCHMARKS["retrieve"][2]))
     emb = sub.add_parser("embedding", help=BENCHMARKS["embedding"][2])

@@ -81,6 +81,13 @@ VARIANTS = {
                   "one lookup per table instead of fused groups"),
     "bf16": (["training.amp.enabled=true", "training.amp.dtype=bfloat16"],
              "bf16 autocast for the MLPs"),
+    "torchrec": (["model_config.dlrm.sparse_encoder.params.backend=torchrec",
+                  "distributed.embedding_sharding=table_wise"],
+                 "the tables in FBGEMM's table-batched kernels, SGD fused into the backward"),
+    "bf16+torchrec": (["training.amp.enabled=true", "training.amp.dtype=bfloat16",
+                       "model_config.dlrm.sparse_encoder.params.backend=torchrec",
+                       "distributed.embedding_sharding=table_wise"],
+                      "both: bf16 MLPs, FBGEMM tables"),
     "huge-pages": ([], "tables and activations on transparent huge pages "
                        "(THP_MEM_ALLOC_ENABLE=1)"),
     "loader-worker": (["training.num_workers=1"],
@@ -350,12 +357,11 @@ def bench_train(args) -> Dict[str, object]:
     short, long = args.updates
     variants = ["default"] + [v for v in args.variants if v != "default"]
     skipped = {}
-    if "bf16" in variants:
-        why = bf16_unsupported()
-        if why:
-            skipped["bf16"] = why
-            variants.remove("bf16")
-            print(f"skipping the bf16 variant: {why}", flush=True)
+    why = bf16_unsupported() if any("bf16" in v for v in variants) else None
+    for variant in [v for v in variants if "bf16" in v and why]:
+        skipped[variant] = why
+        variants.remove(variant)
+        print(f"skipping the {variant} variant: {why}", flush=True)
     results = []
     for name in args.configs:
         shape = CONFIGS[name]

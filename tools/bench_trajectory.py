@@ -212,7 +212,8 @@ def run_ours(args, shape: Dict, data_dir: Path, nbatches: int, env, work: Path) 
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     log = work / "ours.log"
     bench_train._timed([str(Path(sys.executable).parent / "mmf_run"),
-                        f"config={config}", "checkpoint.max_to_keep=1"], env, log, REPO)
+                        f"config={config}", "checkpoint.max_to_keep=1", *args.override],
+                       env, log, REPO)
     text = log.read_text()
     return {
         "train_loss": interval_means({int(it): float(x) for it, x in _OURS_TRAIN.findall(text)}),
@@ -248,6 +249,7 @@ def bench_trajectory(args) -> Dict[str, object]:
         "config": args.config, "rows_per_day": args.rows_per_day, "batch": args.batch,
         "lr": args.lr, "interval": args.interval, "seed": args.seed,
         "reference_dlrm": str(args.reference_dlrm), "updates": nbatches,
+        "override": list(args.override),
     }, "oracle": oracle(data, args.rows_per_day), "ours": ours, "reference": reference,
         "points": points, "auc_gap_ours_minus_reference": gaps,
         "auc_gap_median": statistics.median(gaps) if gaps else None}
@@ -259,7 +261,8 @@ def trajectory_table(payload) -> str:
         f"One epoch ({a['updates']} updates of {a['batch']}) on the same generated "
         f"Criteo-shaped rows, shape `{a['config']}`, SGD lr {a['lr']}; held-out AUC "
         f"on the same rows every {a['interval']} updates, training loss averaged over "
-        f"each interval. Oracle (the "
+        f"each interval{'; ours with ' + ' '.join(a['override']) if a.get('override') else ''}."
+        f" Oracle (the "
         f"true click model) on the held-out rows: AUC {payload['oracle']['auc']:.4f}, "
         f"log loss {payload['oracle']['log_loss']:.4f}.",
         "",
@@ -289,5 +292,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--interval", type=int, default=20, help="updates between held-out scores")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="an mmf_run option for our side (repeatable), e.g. training.amp.enabled=true")
     p.add_argument("--work-dir", type=Path, default=REPO / "save" / "bench_trajectory")
     p.add_argument("--out", type=Path, default=REPO / "results" / "bench_trajectory.json")

@@ -589,20 +589,33 @@ def resume_training_exactly():
     from mmf.utils.checkpoint import Checkpoint
     from omegaconf import OmegaConf
 
-    from mmf_rec import resume, safe_load
+    from mmf_rec import resume, safe_load, sharding
+
+    def _sharded(trainer):
+        return bool(getattr(trainer, "sharded", False))
+
+    def _gathered_state(trainer, update):
+        """Sharded tables gathered whole, which every rank must do together;
+        but early stopping saves from rank 0 alone, so each validation
+        gathers first (on every rank) and saves at that update use it."""
+        stash = getattr(trainer, "_mmf_rec_gathered", None)
+        if stash is not None and stash[0] == update:
+            return stash[1]
+        return sharding.full_state_dict(trainer.model)
 
     def save(self, update, iteration=None, update_best=False):
+        trainer = self.trainer
+        model_state = _gathered_state(trainer, update) if _sharded(trainer) else None
         if not mmf_dist.is_master():
             return
         if not iteration:
             iteration = update
-        trainer = self.trainer
         model = trainer.model
         if registry_get("data_parallel") is True or registry_get("distributed") is True:
             model = model.module
         early_stopping = trainer.early_stopping
         ckpt = {
-            "model": model.state_dict(),
+            "model": model_state if model_state is not None else model.state_dict(),
             "optimizer": trainer.optimizer.state_dict(),
             "best_iteration": early_stopping.best_monitored_iteration,
             "current_iteration": iteration,
@@ -635,6 +648,18 @@ def resume_training_exactly():
 
     Checkpoint.save = save
 
+    original_finalize = Checkpoint.finalize
+
+    @functools.wraps(original_finalize)
+    def finalize(self):
+        if not _sharded(self.trainer):
+            return original_finalize(self)
+        state = sharding.full_state_dict(self.trainer.model)
+        if mmf_dist.is_master():
+            torch.save(state, self.pth_filepath)
+
+    Checkpoint.finalize = finalize
+
     original_load_counts = Checkpoint._load_counts
 
     @functools.wraps(original_load_counts)
@@ -659,6 +684,8 @@ def resume_training_exactly():
     @functools.wraps(original_validation)
     def _try_full_validation(self, force=False):
         self._mmf_rec_validating = True
+        if _sharded(self):
+            self._mmf_rec_gathered = (self.num_updates, sharding.full_state_dict(self.model))
         try:
             return original_validation(self, force)
         finally:

@@ -124,6 +124,9 @@ def group_tables(tables: List[RowTable], max_bytes: float) -> List[FusedGroup]:
     return [FusedGroup(g) for g in groups]
 
 
+BACKENDS = ("native", "torchrec")
+
+
 @registry.register_encoder("sparse")
 class SparseEncoder(Encoder):
     """Sparse features -> (B, F, embedding_dim), in the order of ``features``."""
@@ -146,6 +149,13 @@ class SparseEncoder(Encoder):
         sparse_grad: bool = False
         # One range comparison per feature per batch; off saves it on trusted data.
         check_ids: bool = True
+        # native: the tables above; torchrec: full tables in a TorchRec
+        # EmbeddingBagCollection, which distributed.embedding_sharding shards
+        # and FBGEMM looks up (mmf_rec.encoders.torchrec_tables)
+        backend: str = "native"
+        # meta: the torchrec tables without memory, for sharding to allocate
+        # (set by the trainer when it shards)
+        device: Optional[str] = None
 
     def __init__(self, config, schema: Schema):
         super().__init__()
@@ -162,6 +172,22 @@ class SparseEncoder(Encoder):
         self.sparse_grad = bool(config.sparse_grad)
         self.features: List[SparseFeature] = _selected(schema, config.features)
         tables = _table_options(config.tables, self.features, schema)
+        self.backend = str(config.backend)
+        self.torchrec_tables = None
+        if self.backend not in BACKENDS:
+            raise SchemaError(
+                f"sparse encoder: backend '{self.backend}'; expected one of {list(BACKENDS)}")
+        if self.backend == "torchrec":
+            from mmf_rec.encoders import torchrec_tables
+
+            torchrec_tables.check_supported(tables)
+            self.tables = nn.ModuleDict()
+            self.fused_groups, self.fused_weights = [], nn.ParameterList()
+            self.torchrec_tables = torchrec_tables.TorchRecTables(
+                self.features, self.embedding_dim, config.device)
+            self.torchrec_tables.keep_per_table_state(self)
+            self._order = None
+            return
         self.tables = nn.ModuleDict(
             {f.name: build_table(f, self.embedding_dim, tables.get(f.name)) for f in self.features}
         )
@@ -190,6 +216,8 @@ class SparseEncoder(Encoder):
 
     def table_weight(self, name: str) -> Tensor:
         """The (rows, dim) matrix of one feature's table, a view when fused."""
+        if self.torchrec_tables is not None:
+            return self.torchrec_tables.collection.embedding_bags[name].weight
         for weight, group in zip(self.fused_weights, self.fused_groups):
             if name in group.rows:
                 return weight[group.rows[name]]
@@ -226,6 +254,11 @@ class SparseEncoder(Encoder):
                 "sparse encoder: features disagree on batch size: "
                 f"{ {name: x.shape[0] for name, x in ids.items()} }"
             )
+        if self.torchrec_tables is not None:
+            if self.check_ids:
+                for feature in self.features:
+                    _check_range(feature, ids[feature.name])
+            return self.torchrec_tables(ids)
         pieces = [
             group.lookup(weight, [ids[n] for n in group.names], self.check_ids, self.sparse_grad)
             for weight, group in zip(self.fused_weights, self.fused_groups)
@@ -240,10 +273,8 @@ class SparseEncoder(Encoder):
         return out
 
     def _lookup_one(self, feature: SparseFeature, ids: Tensor) -> Tensor:
-        if self.check_ids and ids.numel():
-            low, high = torch.aminmax(ids)
-            if low < PAD_ID or high >= feature.cardinality:
-                _check_ids(feature, ids)
+        if self.check_ids:
+            _check_range(feature, ids)
         return self.tables[feature.name](ids)
 
 
@@ -322,6 +353,13 @@ def _ids(features: Mapping[str, Tensor], name: str) -> Tensor:
             f"sparse encoder: feature '{name}' must be (batch, max_len), got {tuple(ids.shape)}"
         )
     return ids.long()
+
+
+def _check_range(feature: SparseFeature, ids: Tensor) -> None:
+    if ids.numel():
+        low, high = torch.aminmax(ids)
+        if low < PAD_ID or high >= feature.cardinality:
+            _check_ids(feature, ids)
 
 
 def _check_ids(feature: SparseFeature, ids: Tensor) -> None:
