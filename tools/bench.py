@@ -47,6 +47,18 @@ def machine() -> Dict[str, object]:
     }
 
 
+def provenance(argv: List[str] = None) -> Dict[str, object]:
+    """The command, the commit (and whether the tree had changes), the date
+    and the host's CPU and its flags: what a results file needs."""
+    from mmf_rec.benchmark import git_state
+    from mmf_rec.serving import cpu
+
+    command = ["python", "tools/bench.py", *(sys.argv[1:] if argv is None else argv)]
+    return {"command": " ".join(command), "git": git_state(),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "host": cpu.describe(),
+            "load_average": os.getloadavg()}
+
+
 def write_json(path: Path, payload: Dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -568,6 +580,7 @@ def main(argv: List[str] = None) -> int:
     out = args.out
     payload = run(args)
     payload["args"]["out"] = str(out)
+    payload["provenance"] = provenance(argv)
     print(table(payload))
     write_json(out, payload)
     print(f"\nwrote {out}")
