@@ -138,7 +138,8 @@ def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> 
 
     if (root / fmt.MANIFEST).is_file():
         manifest = fmt.read_manifest(root)
-        if manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3}:
+        if (manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3}
+                and manifest.get("format") == fmt.FORMAT):
             return root
     import shutil
 
@@ -156,6 +157,7 @@ def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> 
         for i, size in enumerate(shape["tables"]):
             columns[f"c{i}"] = rng.integers(0, size, (n, 1), dtype=np.int64)
         columns[schema.label] = rng.integers(0, 2, n).astype(np.float32)
+        columns[fmt.SAMPLED_COLUMN] = np.zeros(n, dtype=bool)  # every row observed
         splits[split] = fmt.write_table(root / split, columns)
     fmt.write_manifest(root, {
         "format": fmt.FORMAT,

@@ -106,6 +106,7 @@ def write_prepared(root: Path, data: Dict, rows_per_day: int) -> Path:
         for t in range(len(counts)):
             columns[f"c{t}"] = data["x_cat"][index, t:t + 1].astype(np.int64)
         columns[schema.label] = data["y"][index].astype(np.float32)
+        columns[fmt.SAMPLED_COLUMN] = np.zeros(len(columns[schema.label]), dtype=bool)
         splits[split] = fmt.write_table(root / split, columns)
     fmt.write_manifest(root, {"format": fmt.FORMAT, "name": "bench_trajectory",
                               "schema": schema.to_dict(), "splits": splits})
