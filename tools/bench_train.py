@@ -138,8 +138,8 @@ def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> 
 
     if (root / fmt.MANIFEST).is_file():
         manifest = fmt.read_manifest(root)
-        if (manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3}
-                and manifest.get("format") == fmt.FORMAT):
+        if manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3,
+                                           "sampled": True}:
             return root
     import shutil
 
@@ -164,7 +164,7 @@ def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> 
         "name": "bench_train",
         "schema": schema.to_dict(),
         "splits": splits,
-        "bench_shape": {**shape, "rows": rows, "seed": seed, "splits": 3},
+        "bench_shape": {**shape, "rows": rows, "seed": seed, "splits": 3, "sampled": True},
     })
     return root
 
