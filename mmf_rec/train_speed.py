@@ -16,8 +16,10 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 
 class TrainSpeed:
-    def __init__(self, batch_size: int, warmup: int = 5):
+    def __init__(self, batch_size: int, warmup: int = 5, synchronize=None):
         self.batch_size = int(batch_size)
+        # on CUDA, torch.cuda.synchronize: a step ends when its kernels have run
+        self.synchronize = synchronize
         self.warmup = int(warmup)
         self.fetch_s: List[float] = []
         self.step_s: List[float] = []
@@ -37,10 +39,14 @@ class TrainSpeed:
             yield batch
 
     def step_started(self) -> None:
+        if self.synchronize is not None:
+            self.synchronize()
         self._step_start = time.perf_counter()
 
     def step_done(self) -> None:
         if self._step_start is not None:
+            if self.synchronize is not None:
+                self.synchronize()
             self.step_s.append(time.perf_counter() - self._step_start)
             self._step_start = None
 

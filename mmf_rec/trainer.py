@@ -108,7 +108,9 @@ class KBRecTrainer(BaseTrainer):
         self.writer.write("Starting training...")
 
         # per process: MMF splits training.batch_size across processes
-        self.train_speed = TrainSpeed(self.training_config.batch_size // get_world_size())
+        self.train_speed = TrainSpeed(
+            self.training_config.batch_size // get_world_size(),
+            synchronize=torch.cuda.synchronize if self.device.type == "cuda" else None)
         should_break = False
         while self.num_updates < self.max_updates and not should_break:
             self.current_epoch += 1

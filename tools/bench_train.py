@@ -84,6 +84,8 @@ VARIANTS = {
     "torchrec": (["model_config.dlrm.sparse_encoder.params.backend=torchrec",
                   "distributed.embedding_sharding=table_wise"],
                  "the tables in FBGEMM's table-batched kernels, SGD fused into the backward"),
+    "fp16": (["training.amp.enabled=true", "training.amp.dtype=float16"],
+             "fp16 autocast for the MLPs, with loss scaling"),
     "bf16+torchrec": (["training.amp.enabled=true", "training.amp.dtype=bfloat16",
                        "model_config.dlrm.sparse_encoder.params.backend=torchrec",
                        "distributed.embedding_sharding=table_wise"],
