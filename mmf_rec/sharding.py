@@ -155,16 +155,20 @@ def check_plan(sizes: Dict[str, int], sharding: str, world: int, budget: Optiona
     name, largest = max(need.items(), key=lambda item: item[1])
     if math.ceil(largest / pieces) > budget:
         raise UserError(
-            f"embedding table '{name}' needs {largest / 2**20:.1f} MiB with its "
-            f"{optimizer} state, over the {budget / 2**20:.1f} MiB each of {world} "
+            f"embedding table '{name}' needs {largest / 2**20:.1f} MiB{_with_state(optimizer)}, "
+            f"over the {budget / 2**20:.1f} MiB each of {world} "
             f"process(es) may hold (distributed.memory_budget_mb) under "
             f"embedding_sharding={sharding}")
     total = sum(need.values()) * (world if sharding == "data_parallel" else 1)
     if total > budget * world:
         raise UserError(
-            f"embedding tables need {total / 2**20:.1f} MiB with their {optimizer} state "
+            f"embedding tables need {total / 2**20:.1f} MiB{_with_state(optimizer)} "
             f"under embedding_sharding={sharding}, over the {world} x "
             f"{budget / 2**20:.1f} MiB the processes may hold (distributed.memory_budget_mb)")
+
+
+def _with_state(optimizer: str) -> str:
+    return f" with its {optimizer} state" if _STATE.get(optimizer) else ""
 
 
 # -- sharding -----------------------------------------------------------------------
@@ -184,6 +188,11 @@ def shard(model: nn.Module, config, device: torch.device) -> nn.Module:
     from mmf_rec.encoders.torchrec_tables import import_torchrec, keep_root_logger
 
     import_torchrec()
+    with keep_root_logger():  # TorchRec's planner and FBGEMM log through the root logger
+        return _shard(model, config, device)
+
+
+def _shard(model: nn.Module, config, device: torch.device) -> nn.Module:
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.model_parallel import DistributedModelParallel
     from torchrec.distributed.planner import (
@@ -225,8 +234,7 @@ def shard(model: nn.Module, config, device: torch.device) -> nn.Module:
         raise UserError(f"TorchRec found no plan for embedding_sharding={sharding}"
                         f"{'' if budget is None else f' within {budget / 2**20:.0f} MiB per process'}: "
                         f"{first}") from None
-    with keep_root_logger():
-        wrapped = DistributedModelParallel(model, device=device, plan=plan, sharders=[sharder])
+    wrapped = DistributedModelParallel(model, device=device, plan=plan, sharders=[sharder])
     for module in tables:
         module.initialize()
     logger.info(describe_plan(plan, world, optimizer, params))

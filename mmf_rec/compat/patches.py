@@ -684,7 +684,8 @@ def resume_training_exactly():
     @functools.wraps(original_validation)
     def _try_full_validation(self, force=False):
         self._mmf_rec_validating = True
-        if _sharded(self):
+        # (MMF calls this every update; it validates every evaluation_interval)
+        if _sharded(self) and (force or self.num_updates % self.evaluation_interval == 0):
             self._mmf_rec_gathered = (self.num_updates, sharding.full_state_dict(self.model))
         try:
             return original_validation(self, force)
