@@ -189,7 +189,9 @@ def shard(model: nn.Module, config, device: torch.device) -> nn.Module:
 
     import_torchrec()
     with keep_root_logger():  # TorchRec's planner and FBGEMM log through the root logger
-        return _shard(model, config, device)
+        wrapped, plan = _shard(model, config, device)
+    logger.info(plan)
+    return wrapped
 
 
 def _shard(model: nn.Module, config, device: torch.device) -> nn.Module:
@@ -237,8 +239,7 @@ def _shard(model: nn.Module, config, device: torch.device) -> nn.Module:
     wrapped = DistributedModelParallel(model, device=device, plan=plan, sharders=[sharder])
     for module in tables:
         module.initialize()
-    logger.info(describe_plan(plan, world, optimizer, params))
-    return wrapped
+    return wrapped, describe_plan(plan, world, optimizer, params)
 
 
 def describe_plan(plan, world: int, optimizer: str, params: Dict) -> str:
