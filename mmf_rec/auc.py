@@ -13,8 +13,9 @@ import numpy as np
 
 
 def _vector(values) -> np.ndarray:
-    if hasattr(values, "detach"):  # a torch tensor, possibly on a GPU
-        values = values.detach().cpu().numpy()
+    if hasattr(values, "detach"):  # a torch tensor, possibly on a GPU or in bfloat16
+        values = values.detach().cpu()
+        values = values.double().numpy() if values.is_floating_point() else values.numpy()
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 

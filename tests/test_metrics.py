@@ -163,3 +163,14 @@ def test_registered_metric_rejects_two_scores_per_sample():
     output["scores"] = torch.cat([output["scores"], -output["scores"]], 1)
     with pytest.raises(ValueError, match=r"one logit per target.*\(500, 2\)"):
         registry.get_metric_class("auc")()(sample_list, output)
+
+
+def test_auc_reads_bfloat16_scores_as_mixed_precision_runs_give_them():
+    import torch
+
+    from mmf_rec.auc import roc_auc
+
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8], dtype=torch.bfloat16)
+    labels = torch.tensor([0, 0, 1, 1])
+    assert roc_auc(scores, labels) == 0.75
+    assert roc_auc(scores, labels.bool()) == 0.75
