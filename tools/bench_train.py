@@ -348,7 +348,7 @@ def summarize(side: str, by_updates: Dict, batch: int, short: int, long: int) ->
 def bench_train(args) -> Dict[str, object]:
     import os
 
-    work = args.work_dir
+    work = args.work_dir.resolve()  # the reference runs in its own checkout
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     ref_env = None

@@ -229,7 +229,7 @@ def bench_trajectory(args) -> Dict[str, object]:
     if not args.reference_dlrm:
         raise SystemExit("bench.py trajectory: --reference-dlrm PATH is required")
     shape = bench_train.CONFIGS[args.config]
-    work = args.work_dir
+    work = args.work_dir.resolve()  # the reference runs in its own checkout
     work.mkdir(parents=True, exist_ok=True)
     site = work / "reference_site"
     site.mkdir(exist_ok=True)
