@@ -194,3 +194,19 @@ def test_a_plan_over_the_memory_budget_stops_before_training_in_one_line(sharded
     line = tiny_runs.last_line(result)
     assert line.startswith("mmf_run: error: embedding table '") and "MiB" in line
     assert "Starting training" not in result.stdout
+
+
+def test_mmf_predict_scores_the_same_from_sharded_and_native_tables(sharded_runs):
+    tmp, env, data, runs = sharded_runs
+    checkpoint = f"checkpoint.resume_file={runs[2] / 'current.ckpt'}"
+    outputs = {}
+    for name, extra in (("native", []), ("sharded", [*SHARDED, "distributed.world_size=2"])):
+        save = tmp / f"predict_{name}"
+        tiny_runs.run("mmf_predict", save, data, "run_type=val", "checkpoint.reset.optimizer=True",
+                      checkpoint, *extra, env=env)
+        with open(save / "predictions" / "kbrec_synthetic_val.jsonl") as f:
+            outputs[name] = [json.loads(line) for line in f]
+    native, sharded = outputs["native"], outputs["sharded"]
+    assert len(native) == len(sharded) > 100
+    assert [r["row"] for r in native] == [r["row"] for r in sharded]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(native, sharded)) < 1e-5
