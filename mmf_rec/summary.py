@@ -74,7 +74,9 @@ def format_summary(
     speed = payload.get("training_speed") or {}
     timing = f"  time {_duration(wall_s)} (data, model, training, evaluation)"
     if speed:
-        timing += (f"; training {speed['loop_samples_per_s']:,.0f} samples/s "
+        processes = int(speed.get("processes") or 1)
+        each = f" per process, {processes} processes" if processes > 1 else ""
+        timing += (f"; training {speed['loop_samples_per_s']:,.0f} samples/s{each} "
                    f"({speed['model_samples_per_s']:,.0f} in the model step alone)")
     lines.append(timing)
     width = max(len(k) for k in paths)

@@ -5,7 +5,9 @@ Two numbers answer the two questions people ask of a recommender trainer:
   fast? This is what the reference DLRM's ``ms/it`` measures;
 - the loop (waiting for the next batch plus the step): does data loading
   keep up?
-Evaluation, checkpoints and logging are outside both. The first
+Evaluation, checkpoints and logging are outside both. With several
+processes both are per process, over its share of the batch (metrics.json
+then says how many processes, with each one's peak memory). The first
 ``warmup`` updates are left out (allocator and thread-pool warm-up).
 """
 

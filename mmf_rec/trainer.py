@@ -195,6 +195,7 @@ class KBRecTrainer(BaseTrainer):
             peaks = [None] * get_world_size()
             torch.distributed.all_gather_object(peaks, speed["peak_rss_mb"])
             speed["peak_rss_mb_per_process"] = peaks
+            speed["processes"] = get_world_size()  # the rates above are per process
         if not is_master() or not (self.results or speed):
             return
         save_dir = self.config.env.save_dir
