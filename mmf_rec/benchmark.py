@@ -11,7 +11,7 @@ models are trained by ``mmf_run`` in a subprocess (logged to
 ``DIR/runs/<model>/seed<seed>/run.log``), then loaded back and scored against
 the whole catalogue (``mmf_rec.evaluation.models``). Every number goes
 through ``mmf_rec.evaluation.catalogue.evaluate_scores`` (see
-ARCHITECTURE.md, "Evaluation protocol"); AUC and log loss come from the run's
+docs/data.md, "Evaluation protocols"); AUC and log loss come from the run's
 metrics.json; suites on leave-last-out data add the NCF 1+99 sampled metrics
 as a secondary, labelled column.
 

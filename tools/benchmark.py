@@ -8,13 +8,8 @@ Suites: synthetic, ml100k-loo, ml100k-time, hm-sample. The logic lives in
 """
 
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from mmf_rec.benchmark import main  # noqa: E402
+from mmf_rec.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,10 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 
 def parse_items(text: str, num_items: int):
     """'all', 'a-b' (inclusive), or 'a,b,c'."""

@@ -19,14 +19,10 @@ See ``mmf_rec/explain.py`` for the method and the baselines.
 
 import argparse
 import json
-import sys
 import textwrap
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 POSITIVE, NEGATIVE = "#c0392b", "#2166ac"  # raises the score / lowers it
 

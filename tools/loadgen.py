@@ -44,8 +44,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 PUBLISHED = REPO / "docs" / "results" / "serving.json"
 PUBLISHED_PLOT = REPO / "docs" / "images" / "serving_load.png"
 

@@ -19,9 +19,6 @@ import logging
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 METRICS = ("recall@10", "ndcg@10", "recall@50")
 

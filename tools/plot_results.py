@@ -10,13 +10,9 @@ run (skipped, failed) are left out.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Sequence, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 Row = Tuple[str, float, float, float, float]
 

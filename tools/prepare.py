@@ -16,12 +16,6 @@ run leaves no DIR behind. User errors print one line and exit with status 2.
 
 import argparse
 import logging
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:

@@ -25,10 +25,6 @@ from typing import Dict, List
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 
 def load_trainer(run_dir: Path, checkpoint: Path, out_dir: Path, allow_pickle: bool = False):
     """MMF's trainer for the run's config in test mode, with the checkpoint loaded strictly."""

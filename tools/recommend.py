@@ -22,11 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from mmf_rec.retrieval.cli import add_pipeline_arguments, pipeline_paths  # noqa: E402
+from mmf_rec.retrieval.cli import add_pipeline_arguments, pipeline_paths
 
 
 def parse_users(text: str):

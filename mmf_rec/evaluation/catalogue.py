@@ -1,6 +1,6 @@
 """Full-catalogue ranking evaluation: one query per user of a period.
 
-The headline protocol of ARCHITECTURE.md ("Evaluation protocol"): every
+The headline protocol (docs/data.md, "Evaluation protocols"): every
 user with an observed positive in the evaluation period is one query, ranked
 against the whole catalogue minus the items that user already had as
 observed positives before the period. The relevant items are the period's

@@ -37,7 +37,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from mmf_rec.bench import REPO
+
 
 # Criteo Kaggle (display advertising challenge) table sizes after DLRM's
 # preprocessing, capped to keep the tables in memory here.

@@ -24,9 +24,9 @@ from typing import Dict, List
 
 import torch
 
-import bench_train
+from mmf_rec.bench import REPO
+from mmf_rec.bench import train as bench_train
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class _RowsOnly(torch.utils.data.Dataset):
@@ -88,7 +88,7 @@ WAYS = {
 
 
 def bench_data(args) -> Dict[str, object]:
-    from bench import machine
+    from mmf_rec.bench.host import machine
 
     results = []
     for name in args.configs:

@@ -22,7 +22,8 @@ from typing import Callable, Dict, List
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from mmf_rec.bench import REPO
+
 
 
 def _times_ms(fn: Callable[[], object], repeats: int, warmup: int,

@@ -1,7 +1,7 @@
 """Benchmark the item index types on random unit vectors: build time, QPS, recall@k vs exact.
 
     python tools/bench.py retrieve --sizes 100000 1000000 --dim 64 --threads 2
-    python tools/bench_index.py ...   # the same, standalone
+    python tools/bench.py retrieve ...   # the same, standalone
 
 For each catalogue size: the exact (flat) index gives the ground truth; HNSW
 and IVF-PQ are built once and swept over their search-time knobs
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from mmf_rec.bench import REPO
+
 
 
 def unit(n, dim, seed):

@@ -27,19 +27,18 @@ it, as it has one for tensorboard. Training itself is unchanged by that
 mode at the default ``--mlperf-grad-accum-iter=1``.
 """
 
-import json
 import math
 import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 
-import bench_train
+from mmf_rec.bench import REPO
+from mmf_rec.bench import train as bench_train
 
-REPO = Path(__file__).resolve().parents[1]
 DAYS = 7  # the reference's Kaggle layout: six days of training, one held out
 
 
