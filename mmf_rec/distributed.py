@@ -129,11 +129,24 @@ def run(opts: Optional[List[str]] = None, predict: bool = False):
         config.distributed.init_method = f"tcp://localhost:{_free_port()}"
         config.distributed.rank = None
         torch.multiprocessing.spawn(
-            fn=cli.distributed_main, args=(configuration, predict), nprocs=processes
+            fn=_cpu_process, args=(configuration, predict), nprocs=processes
         )
     else:
         config.device_id = 0
         cli.main(configuration, predict=predict)
+
+
+def _cpu_process(index: int, configuration, predict: bool) -> None:
+    """One spawned CPU process: MMF's ``distributed_main``, then the process
+    group torn down once every rank is done. Left to the interpreter's exit,
+    TorchRec's sharded runs sometimes abort there ("terminate called without
+    an active exception") after their work is written."""
+    from mmf_cli import run as cli
+
+    cli.distributed_main(index, configuration, predict)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def distributed_init(config) -> int:
