@@ -343,7 +343,9 @@ def test_metrics_count_requests_latency_and_batches(service):
     assert status == 200 and kind.startswith("text/plain")
     text = text.decode()
     match = re.search(r'mmf_rec_requests_total\{route="/recommend",status="200"\} (\d+)', text)
-    assert match and float(match.group(1)) == before + 1
+    # at least this request: the previous test's last one may be counted only
+    # after its client already had the response
+    assert match and float(match.group(1)) >= before + 1
     assert 'mmf_rec_request_seconds_bucket{le="+Inf",route="/recommend"}' in text
     assert "mmf_rec_batch_size_count" in text
     status, data, _ = call(service, "/metrics?format=json")
