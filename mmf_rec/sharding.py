@@ -185,9 +185,8 @@ def shard(model: nn.Module, config, device: torch.device) -> nn.Module:
     ``DistributedModelParallel`` under the configured sharding, with each
     table under its fused optimizer; the shards filled as
     :class:`~mmf_rec.encoders.torchrec_tables.TorchRecTables` initialises."""
-    from mmf_rec.encoders.torchrec_tables import import_torchrec, keep_root_logger
+    from mmf_rec.encoders.torchrec_tables import keep_root_logger
 
-    import_torchrec()
     with keep_root_logger():  # TorchRec's planner and FBGEMM log through the root logger
         wrapped, plan = _shard(model, config, device)
     logger.info(plan)
@@ -278,10 +277,6 @@ def full_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
             value = full
         out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
     return out if rank == 0 else None
-
-
-def fused_optimizer(model: nn.Module):
-    return getattr(model, "fused_optimizer", None) if is_sharded(model) else None
 
 
 def table_parameters(model: nn.Module) -> List[nn.Parameter]:

@@ -38,6 +38,7 @@ from mmf.utils.general import clip_gradients
 from mmf.utils.timer import Timer
 
 from mmf_rec import distributed, sharding, summary
+from mmf_rec.errors import UserError
 from mmf_rec.run_dir import check_save_dir, config_fingerprint
 from mmf_rec.train_speed import TrainSpeed
 
@@ -271,16 +272,26 @@ class KBRecTrainer(BaseTrainer):
             self.writer.write(f"CUDA Device {self.config.distributed.rank} is: {name}",
                               log_all=True)
             registry.register("global_device", self.config.distributed.rank)
-        if self.sharded:
+        if self.sharded:  # the tables stay on the meta device until sharded
             self.model._apply(lambda t: t if t.is_meta else t.to(self.device))
-            self._load_sharded_model_and_optimizer()
-            return
-        self.model = self.model.to(self.device)
+        else:
+            self.model = self.model.to(self.device)
 
         self.amp = distributed.MixedPrecision(self.config, self.device)
+        self.writer.write(self.amp.describe(), "info" if self.amp.enabled else "debug")
+        if self.sharded:
+            self._shard_tables()
+        else:
+            self._set_up_tables()
+        registry.register("data_parallel", False)
+        registry.register("distributed", False)
+        self.load_extras()
+        self.parallelize_model()
+
+    def _set_up_tables(self):
+        """The embedding tables' dtype, gradients and optimizer (:mod:`mmf_rec.distributed`)."""
         if self.amp.enabled and self.amp.embedding_dtype != torch.float32:
             distributed.cast_embedding_tables(self.model, self.amp.embedding_dtype)
-        self.writer.write(self.amp.describe(), "info" if self.amp.enabled else "debug")
         if distributed.embedding_gradients(self.model, self.config) == "sparse":
             distributed.use_sparse_gradients(self.model)
         # (a model config may have asked for sparse gradients itself)
@@ -291,29 +302,22 @@ class KBRecTrainer(BaseTrainer):
             self.writer.write(f"embedding tables ({mb:.2f} MiB): sparse gradients for "
                               f"{len(self.sparse_tables)} matrices, optimizer {self.optimizer!r}")
 
-        registry.register("data_parallel", False)
-        registry.register("distributed", False)
-        self.load_extras()
-        self.parallelize_model()
-
-    def _load_sharded_model_and_optimizer(self):
+    def _shard_tables(self):
         """The TorchRec tables sharded under DistributedModelParallel (which
         also puts the dense part under DDP), trained by their fused
         optimizer; ``optimizer`` trains the rest (:mod:`mmf_rec.sharding`)."""
-        self.amp = distributed.MixedPrecision(self.config, self.device)
         if self.amp.enabled and self.amp.embedding_dtype != torch.float32:
-            raise sharding.UserError("training.amp.embedding_dtype: sharded TorchRec tables "
-                                     "are float32")
-        self.writer.write(self.amp.describe(), "info" if self.amp.enabled else "debug")
+            raise UserError("training.amp.embedding_dtype: sharded TorchRec tables are float32")
         self.model = sharding.shard(self.model, self.config, self.device)
         self.sparse_tables, self._ddp_ignored = [], []
         self.optimizer = distributed.build_optimizer(
             self.model, self.config, trained_elsewhere=sharding.table_parameters(self.model))
-        registry.register("data_parallel", False)
-        registry.register("distributed", False)  # keys without "module.": DMP's own
-        self.load_extras()
 
     def parallelize_model(self):
+        if self.sharded:
+            # DistributedModelParallel holds the model, its dense part under DDP;
+            # registry "distributed" stays False: DMP's keys have no "module."
+            return
         if not self.distributed:
             super().parallelize_model()
             return

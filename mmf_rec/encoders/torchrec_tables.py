@@ -118,14 +118,11 @@ class TorchRecTables(nn.Module):
     def names(self) -> List[str]:
         return [f.name for f in self.features]
 
-    def weight_key(self, name: str) -> str:
-        return f"collection.embedding_bags.{name}.weight"
-
     def initialize(self) -> None:
         """Fill every table, or every local shard of a sharded one."""
         state = self.collection.state_dict()
         for feature, seed in zip(self.features, self.seeds):
-            weight = state[f"embedding_bags.{feature.name}.weight"]
+            weight = state[_weight_key(feature.name)]
             for tensor, rows, cols in local_pieces(weight):
                 init_rows_(tensor, seed, int(feature.cardinality), self.dim, rows, cols)
 
@@ -166,6 +163,11 @@ def local_pieces(weight):
 _PREFIX = "torchrec_tables.collection.embedding_bags."
 
 
+def _weight_key(name: str) -> str:
+    """A table's key in the collection's state dict."""
+    return f"embedding_bags.{name}.weight"
+
+
 def _per_table_state(owner, state_dict, prefix, local_metadata):
     """``torchrec_tables.collection.embedding_bags.<f>.weight`` ->
     ``tables.<f>.weight``."""
@@ -189,12 +191,12 @@ def _collection_state(module, state_dict, prefix, local_metadata, strict, missin
                 f"size mismatch for {key}: copying a param with shape {tuple(full.shape)} "
                 f"from checkpoint, the shape in current model is {expected}.")
             continue
-        target = current[f"embedding_bags.{feature.name}.weight"]
+        target = current[_weight_key(feature.name)]
         with torch.no_grad():
             for tensor, rows, cols in local_pieces(target):
                 tensor.copy_(full[rows:rows + tensor.shape[0], cols:cols + tensor.shape[1]])
         # already in place: load_state_dict finds nothing left to copy
-        state_dict[prefix + "torchrec_tables." + module.weight_key(feature.name)] = target
+        state_dict[f"{prefix}torchrec_tables.collection.{_weight_key(feature.name)}"] = target
 
 
 def check_supported(options: Mapping[str, Optional[Mapping]]) -> None:
