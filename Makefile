@@ -21,8 +21,8 @@ $(STAMP): requirements.txt requirements-test.txt setup.py pyproject.toml Makefil
 	-@$(BIN)/python -m pip uninstall --quiet --yes fbgemm-gpu 2>/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps torchrec==1.9.2 fbgemm-gpu-cpu==1.9.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	$(BIN)/python -m mmf_rec.compat --install-hook
-	$(BIN)/python -c "import mmf_rec.compat as c; c.apply(); print('mmf imports with mmf_rec compat')"
+	$(BIN)/python -m mmf_rec.plugin --install-hook
+	$(BIN)/python -c "import mmf_rec.plugin as p; p.apply(); print('mmf imports with mmf_rec')"
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,14 +11,14 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PTH_NAME = "mmf_rec_compat.pth"
+PTH_NAME = "mmf_rec.pth"
 
 
-def read_compat_pth_line():
-    """The .pth line lives in mmf_rec.compat.__main__; read it without
+def read_pth_line():
+    """The .pth line lives in mmf_rec.plugin.__main__; read it without
     importing the package (its dependencies may not be installed yet)."""
     namespace = {}
-    with open(os.path.join(HERE, "mmf_rec", "compat", "__main__.py")) as f:
+    with open(os.path.join(HERE, "mmf_rec", "plugin", "__main__.py")) as f:
         source = f.read()
     start = source.index("PTH_LINE = (")
     end = source.index(")\n", start) + 2
@@ -27,13 +27,13 @@ def read_compat_pth_line():
 
 
 class BuildPyWithHook(build_py):
-    """Ship mmf_rec_compat.pth at the root of site-packages, so MMF's own
-    console scripts run with mmf_rec's compatibility patches."""
+    """Ship mmf_rec.pth at the root of site-packages, so MMF's own console
+    scripts run with mmf_rec's shims and plugins (:mod:`mmf_rec.plugin`)."""
 
     def run(self):
         super().run()
         with open(os.path.join(self.build_lib, PTH_NAME), "w") as f:
-            f.write(read_compat_pth_line())
+            f.write(read_pth_line())
 
     def get_outputs(self, include_bytecode=1):
         return super().get_outputs(include_bytecode) + [

@@ -139,7 +139,7 @@ def write_predictions(trainer, dataset_type: str) -> List[Path]:
 
     file_format = _file_format(trainer.config)
     out_dir = Path(trainer.config.env.save_dir) / "predictions"
-    if not getattr(trainer, "_mmf_rec_checkpoint_loaded", False):
+    if not getattr(trainer, "checkpoint_loaded", False):
         trainer.writer.write(
             "mmf_predict: no checkpoint was loaded, so these are the scores of an "
             "untrained model; pass checkpoint.resume=True (this save_dir's current.ckpt; "

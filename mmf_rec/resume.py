@@ -156,7 +156,7 @@ def training_state(trainer, update: int) -> Dict[str, Any]:
         state["epoch_rng"] = loader.epoch_rng
         state["batches_in_epoch"] = int(loader.batches)
     interval = getattr(trainer, "evaluation_interval", None)
-    validating = bool(getattr(trainer, "_mmf_rec_validating", False))
+    validating = bool(getattr(trainer, "validating", False))
     state["validation_pending"] = bool(
         not validating and interval and "train" in str(getattr(trainer, "run_type", ""))
         and update % interval == 0

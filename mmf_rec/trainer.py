@@ -1,62 +1,44 @@
 """mmf_rec's trainer: MMF's BaseTrainer, plus what a recommender run needs.
 
-- Results as a file: every final evaluation lands in
-  ``<env.save_dir>/metrics.json`` (split -> metric -> value, with the oracle
-  AUC where the data knows it and the run's config fingerprint), so scripts
-  read numbers without parsing logs; the run ends with the same numbers as a
-  table (:mod:`mmf_rec.summary`).
+- Results as a file: ``<env.save_dir>/metrics.json`` and a closing table,
+  extra held-out splits evaluated by name (:mod:`mmf_rec.run_results`).
+- Checkpoints loaded safely, written atomically, resumed exactly, zoo keys
+  (:mod:`mmf_rec.checkpoint`, :mod:`mmf_rec.resume`).
 - Runs never overwrite each other: a run stops before it writes into a save
   dir that holds another config's run (:mod:`mmf_rec.run_dir`).
 - A quiet console: the model is summarised in one line (the full printout
-  at ``training.logger_level=debug``); extra splits are logged by their name.
+  at ``training.logger_level=debug``).
 - Speed: MMF 1.0.0rc10's loop switches on autograd anomaly detection for
   every run, a debugging aid that slows each step; here it is off unless
-  ``training.detect_anomaly`` asks for it.
-- Throughput: the model step and the training loop (data included) are timed
-  and land in metrics.json as ``training_speed`` (:mod:`mmf_rec.train_speed`).
-- Extra evaluation splits: a dataset may name more held-out splits (e.g.
-  cold-start items); they are evaluated after the test split.
-- Several processes, on CPU (gloo) as on CUDA (NCCL): DDP without
-  ``device_ids`` on CPU, evaluation metrics over the rows of all ranks,
-  mixed precision (``training.amp``) and the embedding tables' gradients and
-  optimizer (``optimizer.embeddings``); see :mod:`mmf_rec.distributed`.
+  ``training.detect_anomaly`` asks for it. The model step and the loop (data
+  included) are timed into ``training_speed`` (:mod:`mmf_rec.train_speed`).
+- Several processes, on CPU (gloo) as on CUDA (NCCL): seeded training
+  shards and in-order evaluation shards, DDP without ``device_ids`` on CPU,
+  evaluation metrics over the rows of all ranks, mixed precision
+  (``training.amp``) and the embedding tables' gradients and optimizer
+  (``optimizer.embeddings``), see :mod:`mmf_rec.distributed`; TorchRec
+  sharding (:mod:`mmf_rec.sharding`).
 """
 
-import json
+import contextlib
 import math
-import os
-import time
 
 import omegaconf
 import torch
-from mmf.common.meter import Meter
 from mmf.common.registry import registry
+from mmf.trainers import base_trainer
 from mmf.trainers.base_trainer import BaseTrainer
 from mmf.utils.build import build_model
-from mmf.utils.distributed import get_world_size, is_master
+from mmf.utils.distributed import get_world_size
 from mmf.utils.general import clip_gradients
 from mmf.utils.timer import Timer
 
-from mmf_rec import distributed, sharding, summary
+from mmf_rec import distributed, sharding
+from mmf_rec.checkpoint import KBRecCheckpoint, sharded
 from mmf_rec.errors import UserError
-from mmf_rec.run_dir import check_save_dir, config_fingerprint
+from mmf_rec.run_dir import check_save_dir
+from mmf_rec.run_results import RunResults
 from mmf_rec.train_speed import TrainSpeed
-
-METRICS_FILE = "metrics.json"
-
-
-def meter_to_metrics(meter) -> dict:
-    """``{"val/kbrec_synthetic/auc": meter}`` -> ``{"auc": value}``.
-
-    Losses are averaged over batches (global_avg); dataset-level metrics are
-    computed once over the whole split, so their average is that value.
-    """
-    out = {}
-    for key, smoothed in meter.meters.items():
-        name = key.split("/")[-1]
-        value = float(smoothed.global_avg)
-        out[name] = value if math.isfinite(value) else None
-    return out
 
 
 def parameter_summary(model) -> str:
@@ -72,20 +54,44 @@ def parameter_summary(model) -> str:
 
 
 @registry.register_trainer("kbrec")
-class KBRecTrainer(BaseTrainer):
+class KBRecTrainer(RunResults, BaseTrainer):
     def load(self):
         self.results = {}
         self.trained_updates = None
+        self.checkpoint_loaded = False  # set by KBRecCheckpoint
+        self.validating = False
+        self.gathered_state = None  # (update, full state) of sharded tables
         super().load()
         # checkpoint.resume=True goes on mid-epoch, bit for bit (mmf_rec/resume.py)
         from mmf_rec import resume
 
         resume.install(self)
 
+    def load_datasets(self):
+        """MMF's loaders, with mmf_rec's samplers: training rows a seeded
+        shard per process, reseeded each epoch; evaluation rows in-order
+        shards that :class:`distributed.GatheredMetrics` puts back together
+        (rc10 shuffles validation shards, so they could not be)."""
+        super().load_datasets()
+        for loader in (self.train_loader, self.val_loader, self.test_loader):
+            _use_samplers(loader)
+
     def load_extras(self):
-        # before MMF's Checkpoint, which writes <save_dir>/config.yaml
+        # before the Checkpoint, which writes <save_dir>/config.yaml
         check_save_dir(self.config)
-        super().load_extras()
+        # BaseTrainer builds its Checkpoint by this module-level name
+        with _replaced(base_trainer, "Checkpoint", KBRecCheckpoint):
+            super().load_extras()
+
+    def _try_full_validation(self, force=False):
+        self.validating = True  # a checkpoint saved now is not owed a validation
+        # MMF calls this every update; it validates every evaluation_interval
+        if sharded(self) and (force or self.num_updates % self.evaluation_interval == 0):
+            self.gathered_state = (self.num_updates, sharding.full_state_dict(self.model))
+        try:
+            return super()._try_full_validation(force)
+        finally:
+            self.validating = False
 
     def train(self):
         model = self.model.module if hasattr(self.model, "module") else self.model
@@ -140,113 +146,6 @@ class KBRecTrainer(BaseTrainer):
         from mmf_rec.predict import write_predictions
 
         write_predictions(self, dataset_type)
-
-    def _inference_run(self, dataset_type):
-        super()._inference_run(dataset_type)
-        if self.config.evaluation.predict:
-            return
-        self.results[dataset_type] = self._last_split_metrics(dataset_type)
-        if dataset_type == "test":
-            self._evaluate_extra_splits()
-
-    def evaluate(self, loader, use_tqdm=False, single_batch=False):
-        gathered = isinstance(self.metrics, distributed.GatheredMetrics)
-        if gathered:
-            self.metrics.rows = None if single_batch else distributed.rows_of(loader)
-        try:
-            report, meter = super().evaluate(loader, use_tqdm, single_batch)
-        finally:
-            if gathered:
-                self.metrics.rows = None
-        self._last_meter = meter
-        return report, meter
-
-    def _last_split_metrics(self, dataset_type):
-        metrics = meter_to_metrics(self._last_meter)
-        dataset = getattr(self, f"{dataset_type}_loader").current_dataset
-        oracle = getattr(dataset, "oracle_auc", None)
-        if oracle is not None:
-            metrics["oracle_auc"] = oracle
-        return metrics
-
-    def _evaluate_extra_splits(self):
-        """Evaluate the held-out splits a dataset offers besides its test split."""
-        for dataset in self.test_dataset.datasets:
-            for split in getattr(dataset, "extra_eval_splits", ()):
-                extra = dataset.for_split(split)
-                loader = torch.utils.data.DataLoader(
-                    extra,
-                    batch_size=self.test_loader.loaders[0].batch_size,
-                    shuffle=False,
-                    sampler=distributed.eval_sampler(extra),
-                    collate_fn=self.test_loader.loaders[0].collate_fn,
-                )
-                loader.dataset_type = "test"
-                self.writer.write(f"Starting inference on {split} set")
-                report, meter = self.evaluate(loader, use_tqdm=True)
-                self._summarize_report(_renamed(meter, "test", split))
-                metrics = meter_to_metrics(meter)
-                if getattr(extra, "oracle_auc", None) is not None:
-                    metrics["oracle_auc"] = extra.oracle_auc
-                self.results[split] = metrics
-
-    def write_metrics(self):
-        speed = self.train_speed.summary() if getattr(self, "train_speed", None) else None
-        if speed is not None and get_world_size() > 1:  # every rank's, in rank order
-            peaks = [None] * get_world_size()
-            torch.distributed.all_gather_object(peaks, speed["peak_rss_mb"])
-            speed["peak_rss_mb_per_process"] = peaks
-            speed["processes"] = get_world_size()  # the rates above are per process
-        if not is_master() or not (self.results or speed):
-            return
-        save_dir = self.config.env.save_dir
-        os.makedirs(save_dir, exist_ok=True)
-        # since the trainer was built: start-up (imports) is not the run's
-        wall_s = time.time() - self.total_timer.start / 1000
-        payload = {
-            **self.results,
-            # updates of the evaluated (best, restored) checkpoint
-            "num_updates": self.num_updates,
-            "trained_updates": self.trained_updates,
-            "config_fingerprint": config_fingerprint(self.config),
-            "wall_s": round(wall_s, 1),
-        }
-        if speed is not None:
-            payload["training_speed"] = speed
-        path = os.path.join(save_dir, METRICS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-        self.writer.write(self._summary(payload, path, wall_s))
-
-    def _summary(self, payload, metrics_path, wall_s) -> str:
-        criteria = self.config.training.early_stop.criteria
-        paths = {"metrics": metrics_path, "checkpoint": self._evaluated_checkpoint()}
-        log_file = getattr(self.writer, "log_filename", None)
-        if log_file:
-            paths["log"] = log_file
-        return summary.format_summary(
-            payload, self.metric_names,
-            title=f"Summary: {self.config.model} on {self.config.datasets}",
-            best_by=str(criteria).split("/")[-1] if criteria else None,
-            wall_s=wall_s, paths=paths)
-
-    def _evaluated_checkpoint(self) -> str:
-        """Where the evaluated weights are: the best checkpoint of a training
-        run, else the file or zoo key an evaluation run loaded."""
-        settings = self.config.checkpoint
-        save_dir = self.config.env.save_dir
-        best = os.path.join(save_dir, "best.ckpt")
-        if self.trained_updates is not None:
-            return best if os.path.isfile(best) else os.path.join(save_dir, "current.ckpt")
-        if settings.resume_zoo:
-            return f"zoo model {settings.resume_zoo}"
-        if settings.resume_file:
-            return str(settings.resume_file)
-        if settings.resume:
-            return best if settings.resume_best else os.path.join(save_dir, "current.ckpt")
-        return "none (the model was not trained or loaded)"
 
     # -- several processes, mixed precision, embedding gradients ----------------
     # (mmf_rec/distributed.py; MMF rc10 runs processes only on CUDA devices)
@@ -361,10 +260,28 @@ class KBRecTrainer(BaseTrainer):
         self.profile("Backward time")
 
 
-def _renamed(meter, old: str, new: str):
-    """The meter with its ``<old>/...`` keys as ``<new>/...``: an extra split
-    runs through MMF's test loop (its keys say test) but is logged by its name."""
-    out = Meter()
-    for key, value in meter.meters.items():
-        out.meters[new + key[len(old):] if key.startswith(old + "/") else key] = value
-    return out
+def _use_samplers(multi_loader) -> None:
+    """Rebuild an MMF MultiDatasetLoader's loaders with
+    :func:`distributed.dataloader_args` (the same arguments otherwise)."""
+    for i, old in enumerate(multi_loader.loaders):
+        dataset = old.dataset
+        args = distributed.dataloader_args(
+            dataset, {"shuffle": dataset.dataset_type != "test", "batch_size": old.batch_size})
+        loader = torch.utils.data.DataLoader(
+            dataset, pin_memory=old.pin_memory, collate_fn=old.collate_fn,
+            num_workers=old.num_workers, **args)
+        loader.dataset_type = dataset.dataset_type
+        multi_loader.loaders[i] = loader
+        multi_loader.samplers[i] = args.get("sampler")
+    multi_loader.current_loader = multi_loader.loaders[multi_loader.current_index]
+
+
+@contextlib.contextmanager
+def _replaced(module, name: str, value):
+    """``module.name`` is ``value`` inside the block."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import warnings
 
 import pytest
 import torch
@@ -83,18 +82,3 @@ def test_another_config_does_not_train_into_the_runs_folder(tiny_run):
                            "another config (dlrm on kbrec_synthetic)")
     assert "Traceback" not in result.stderr
     assert (tmp / "save" / "metrics.json").read_bytes() == before
-
-
-def test_config_yaml_is_written_with_to_yaml_without_warning(tmp_path):
-    """rc10's cfg.pretty() warns on this omegaconf: the patch is still needed."""
-    from mmf.utils.checkpoint import Checkpoint
-
-    config = OmegaConf.create({"a": 1, "b": {"c": "${a}"}})
-    with pytest.warns(UserWarning, match="pretty"):
-        config.pretty(resolve=True)
-    owner = type("Owner", (), {"ckpt_foldername": str(tmp_path), "config": config})()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        Checkpoint.save_config(owner)
-    assert OmegaConf.load(tmp_path / "config.yaml") == OmegaConf.create({"a": 1, "b": {"c": 1}})
-

@@ -1,4 +1,4 @@
-"""A non-editable install ships the yaml files and the compat hook."""
+"""A non-editable install ships the yaml files and the start-up hook."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import zipfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_wheel_ships_configs_and_compat_hook(tmp_path):
+def test_wheel_ships_configs_and_start_up_hook(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
          "--no-build-isolation", "-w", str(tmp_path / "dist"), REPO],
@@ -19,9 +19,9 @@ def test_wheel_ships_configs_and_compat_hook(tmp_path):
     for config in ("mmf_defaults.yaml", "models/dlrm.yaml",
                    "datasets/kbrec_synthetic.yaml", "encoders/sparse.yaml"):
         assert f"mmf_rec/configs/{config}" in names
-    assert "mmf_rec_compat.pth" in names
-    pth = zipfile.ZipFile(wheel).read("mmf_rec_compat.pth").decode()
-    assert pth.startswith("import ") and "compat.hook" in pth
+    assert "mmf_rec.pth" in names
+    pth = zipfile.ZipFile(wheel).read("mmf_rec.pth").decode()
+    assert pth.startswith("import ") and "mmf_rec.plugin" in pth
 
     # Unpacked alone (no checkout beside it), the package finds its configs.
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")

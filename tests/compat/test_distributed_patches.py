@@ -1,4 +1,4 @@
-"""The compat layer's multi-process patches and mmf_rec.distributed's pieces."""
+"""Several processes through MMF (mmf_rec.plugin.processes) and mmf_rec.distributed's pieces."""
 
 import os
 import subprocess
@@ -8,9 +8,9 @@ import textwrap
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf_rec import distributed  # noqa: E402
 
@@ -24,18 +24,18 @@ def run_python(code):
 
 def test_mmf_run_gets_the_launcher_that_runs_cpu_processes():
     """As the ``mmf_run`` script does it: mmf_cli.run imports mmf (and so the
-    patches) before it defines ``run``; the hook swaps it in afterwards."""
+    plugin) before it defines ``run``; the hook swaps it in afterwards."""
     result = run_python(
         """
         from mmf_cli.run import run, distributed_init
         import mmf.utils.distributed as d
-        import mmf.utils.build as b
-        print(run.__module__, distributed_init.__module__, d.distributed_init.__module__,
-              b._add_extra_args_for_dataloader.__wrapped__.__module__)
+        from mmf_rec import distributed
+        print(run.__wrapped__ is distributed.run,
+              distributed_init is d.distributed_init is distributed.distributed_init)
         """
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["mmf_rec.distributed"] * 3 + ["mmf.utils.build"]
+    assert result.stdout.split() == ["True", "True"]
 
 
 def test_backend_follows_the_device():
