@@ -25,7 +25,7 @@ from typing import Dict, List
 import torch
 
 from mmf_rec.bench import REPO
-from mmf_rec.bench import train as bench_train
+from mmf_rec.bench.shapes import CONFIGS, write_random_prepared
 
 
 
@@ -92,9 +92,9 @@ def bench_data(args) -> Dict[str, object]:
 
     results = []
     for name in args.configs:
-        shape = bench_train.CONFIGS[name]
+        shape = CONFIGS[name]
         rows = args.batch * (args.batches + args.warmup + 2)
-        root = bench_train.write_random_prepared(args.work_dir / f"data-{name}", shape, rows)
+        root = write_random_prepared(args.work_dir / f"data-{name}", shape, rows)
         dataset = open_split(root)
         for way, options in WAYS.items():
             # per-row is slow enough that a few batches tell the story
@@ -132,8 +132,8 @@ def data_table(payload) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--configs", nargs="+", default=list(bench_train.CONFIGS),
-                   choices=list(bench_train.CONFIGS))
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                   choices=list(CONFIGS))
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--batches", type=int, default=100, help="timed batches per round")
     p.add_argument("--warmup", type=int, default=3)

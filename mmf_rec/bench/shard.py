@@ -73,7 +73,7 @@ def _run(config: Path, save: Path, updates: int, overrides: List[str], env) -> D
 
 
 def bench_shard(args) -> Dict[str, object]:
-    from mmf_rec.bench.train import ours_config, write_random_prepared
+    from mmf_rec.bench.shapes import ours_config, write_random_prepared
 
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)

@@ -19,52 +19,20 @@ Two numbers per side:
   counts.
 Runs alternate between the two sides, so drift of the machine hits both.
 
-The reference needs two fixes to run on this stack, applied from outside its
-checkout by a ``sitecustomize`` on PYTHONPATH: torch 2.14's profiler no longer
-takes ``use_cuda``, and ``torch.utils.tensorboard`` needs the tensorboard
-package, which this project does not install (a no-op writer stands in; the
-reference only logs scalars with it).
+The reference runs from its own checkout (:mod:`mmf_rec.bench.reference_dlrm`).
 """
 
 import json
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
-
 from mmf_rec.bench import REPO
+from mmf_rec.bench.reference_dlrm import SITECUSTOMIZE, run_reference, timed
+from mmf_rec.bench.shapes import CONFIGS, ours_config, write_random_prepared
 
-
-# Criteo Kaggle (display advertising challenge) table sizes after DLRM's
-# preprocessing, capped to keep the tables in memory here.
-CRITEO_KAGGLE_SIZES = (
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
-    3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105,
-    142572,
-)
-
-CONFIGS = {
-    # The reference's small benchmark shape (see the issue / its README).
-    "reference": {
-        "tables": [1_000_000] * 8,
-        "dim": 16,
-        "bottom": [512, 256, 64, 16],
-        "top": [512, 256],
-        "dense": 13,
-    },
-    "criteo-kaggle-100k": {
-        "tables": [min(n, 100_000) for n in CRITEO_KAGGLE_SIZES],
-        "dim": 16,
-        "bottom": [512, 256, 64, 16],
-        "top": [512, 256],
-        "dense": 13,
-    },
-}
 
 # One change at a time against our default (fused lookups, sparse gradients,
 # SGD on the tables, fp32, batches gathered in the training process):
@@ -99,117 +67,6 @@ VARIANTS = {
 
 # Variants that change the environment rather than the config.
 VARIANT_ENV = {"huge-pages": {"THP_MEM_ALLOC_ENABLE": "1"}}
-
-SITECUSTOMIZE = '''\
-"""Compatibility of the reference DLRM with torch 2.14, from outside its code."""
-import sys
-import types
-
-import torch.autograd.profiler as _profiler
-
-_profile = _profiler.profile
-
-
-class _Profile(_profile):
-    def __init__(self, *args, use_cuda=None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-
-_profiler.profile = _Profile
-
-try:
-    import tensorboard  # noqa: F401
-except ImportError:
-    class _NoWriter:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __getattr__(self, name):
-            return lambda *args, **kwargs: None
-
-    module = types.ModuleType("torch.utils.tensorboard")
-    module.SummaryWriter = _NoWriter
-    sys.modules["torch.utils.tensorboard"] = module
-'''
-
-
-def write_random_prepared(root: Path, shape: Dict, rows: int, seed: int = 0) -> Path:
-    """A prepared directory of random rows (train, plus small val and test
-    splits: MMF loads all three even for run_type=train)."""
-    from mmf_rec.data import prepared as fmt
-    from mmf_rec.schema import DenseFeature, Schema, SparseFeature
-
-    if (root / fmt.MANIFEST).is_file():
-        manifest = fmt.read_manifest(root)
-        if manifest.get("bench_shape") == {**shape, "rows": rows, "seed": seed, "splits": 3,
-                                           "sampled": True}:
-            return root
-    import shutil
-
-    shutil.rmtree(root, ignore_errors=True)
-    schema = Schema(
-        dense=tuple(DenseFeature(f"d{i}") for i in range(shape["dense"])),
-        sparse=tuple(SparseFeature(f"c{i}", n) for i, n in enumerate(shape["tables"])),
-        label=fmt.LABEL_COLUMN,
-        source="bench_train",
-    )
-    rng = np.random.default_rng(seed)
-    splits = {}
-    for split, n in (("train", rows), ("val", 4096), ("test", 4096)):
-        columns = {fmt.DENSE_COLUMN: rng.random((n, shape["dense"]), dtype=np.float32)}
-        for i, size in enumerate(shape["tables"]):
-            columns[f"c{i}"] = rng.integers(0, size, (n, 1), dtype=np.int64)
-        columns[schema.label] = rng.integers(0, 2, n).astype(np.float32)
-        columns[fmt.SAMPLED_COLUMN] = np.zeros(n, dtype=bool)  # every row observed
-        splits[split] = fmt.write_table(root / split, columns)
-    fmt.write_manifest(root, {
-        "format": fmt.FORMAT,
-        "name": "bench_train",
-        "schema": schema.to_dict(),
-        "splits": splits,
-        "bench_shape": {**shape, "rows": rows, "seed": seed, "splits": 3, "sampled": True},
-    })
-    return root
-
-
-def ours_config(work: Path, name: str, shape: Dict, data: Path, batch: int, lr: float,
-                sparse_grad: bool) -> Path:
-    import yaml
-
-    body = {
-        "includes": [str(REPO / "projects" / "kbrec" / "dlrm.yaml")],
-        "datasets": "kbrec_prepared",
-        "run_type": "train",
-        "dataset_config": {"kbrec_prepared": {
-            "data_dir": str(data), "verify_checksums": False, "extra_eval_splits": [],
-        }},
-        "model_config": {"dlrm": {
-            "embedding_dim": shape["dim"],
-            "dense_encoder": {"params": {"hidden_dims": shape["bottom"]}},
-            "top_mlp": shape["top"],
-            "sparse_encoder": {"params": {"sparse_grad": sparse_grad}},
-        }},
-        "optimizer": {"type": "SGD", "params": {"lr": lr}},
-        "training": {
-            "batch_size": batch, "log_interval": 10**9,
-            "evaluation_interval": 10**9, "checkpoint_interval": 10**9,
-        },
-    }
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
-def _timed(cmd: List[str], env: Dict[str, str], log: Path, cwd: Path) -> float:
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        code = subprocess.call(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    if code != 0:
-        tail = log.read_text()[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {log}:\n{tail}")
-    return wall
-
 
 def mlp_gemm_ms(shape: Dict, batch: int, repeats: int = 20) -> float:
     """The matrix products of one training step's MLPs alone, ms: each
@@ -269,7 +126,7 @@ def run_ours(config: Path, updates: int, save_dir: Path, env: Dict[str, str],
     mmf_run = Path(sys.executable).parent / "mmf_run"
     cmd = [str(mmf_run), f"config={config}", f"training.max_updates={updates}",
            f"env.save_dir={save_dir}", "checkpoint.max_to_keep=1", *overrides]
-    wall = _timed(cmd, env, save_dir.with_suffix(".log"), REPO)
+    wall = timed(cmd, env, save_dir.with_suffix(".log"), REPO)
     speed = json.loads((save_dir / "metrics.json").read_text()).get("training_speed") or {}
     # the checkpoints hold the tables (0.5 GB at the reference shape): only
     # the numbers are kept
@@ -279,35 +136,6 @@ def run_ours(config: Path, updates: int, save_dir: Path, env: Dict[str, str],
     return {"wall_s": wall, "step_ms": speed.get("step_ms_median"),
             "fetch_ms": speed.get("fetch_ms_median"),
             "loop_samples_per_s": speed.get("loop_samples_per_s")}
-
-
-_MS_PER_IT = re.compile(r"Finished training it (\d+)/\d+ of epoch \d+, ([0-9.]+) ms/it")
-
-
-def reference_command(checkout: Path, shape: Dict, batch: int, lr: float, batches: int,
-                      print_freq: int) -> List[str]:
-    return [
-        sys.executable, str(checkout / "dlrm_s_pytorch.py"),
-        f"--arch-sparse-feature-size={shape['dim']}",
-        f"--arch-mlp-bot={shape['dense']}-" + "-".join(map(str, shape["bottom"])),
-        "--arch-mlp-top=" + "-".join(map(str, [*shape["top"], 1])),
-        "--arch-embedding-size=" + "-".join(map(str, shape["tables"])),
-        "--data-generation=random", "--num-indices-per-lookup=1",
-        "--num-indices-per-lookup-fixed=True", "--loss-function=bce",
-        "--round-targets=True", f"--mini-batch-size={batch}", f"--num-batches={batches}",
-        f"--learning-rate={lr}", f"--print-freq={print_freq}", "--print-time",
-        "--nepochs=1",
-    ]
-
-
-def run_reference(checkout: Path, shape: Dict, batch: int, lr: float, batches: int,
-                  env: Dict[str, str], log: Path, print_freq: int = 10) -> Dict:
-    cmd = reference_command(checkout, shape, batch, lr, batches, print_freq)
-    wall = _timed(cmd, env, log, checkout)
-    # Each line averages the step time over the last print_freq iterations;
-    # the first interval holds the warm-up.
-    intervals = [float(ms) for it, ms in _MS_PER_IT.findall(log.read_text()) if int(it) > print_freq]
-    return {"wall_s": wall, "step_ms": statistics.median(intervals) if intervals else None}
 
 
 def _rate(batch: int, short: Dict, long: Dict, updates: int) -> Optional[float]:

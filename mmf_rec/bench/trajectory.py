@@ -37,7 +37,8 @@ from typing import Dict
 import numpy as np
 
 from mmf_rec.bench import REPO
-from mmf_rec.bench import train as bench_train
+from mmf_rec.bench.reference_dlrm import SITECUSTOMIZE, timed
+from mmf_rec.bench.shapes import CONFIGS
 
 DAYS = 7  # the reference's Kaggle layout: six days of training, one held out
 
@@ -168,7 +169,7 @@ def run_reference(args, shape: Dict, processed: Path, nbatches: int, env, log: P
         f"--test-freq={args.interval}", "--nepochs=1", "--mlperf-logging",
         "--mlperf-auc-threshold=1.0",  # never stop early
     ]
-    bench_train._timed(cmd, env, log, args.reference_dlrm)
+    timed(cmd, env, log, args.reference_dlrm)
     text = log.read_text()
     # its printed loss is the mean per sample over the interval
     losses = {int(it): float(x) for it, x in _REF_TRAIN.findall(text)}
@@ -211,7 +212,7 @@ def run_ours(args, shape: Dict, data_dir: Path, nbatches: int, env, work: Path) 
     config = work / "ours.yaml"
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     log = work / "ours.log"
-    bench_train._timed([str(Path(sys.executable).parent / "mmf_run"),
+    timed([str(Path(sys.executable).parent / "mmf_run"),
                         f"config={config}", "checkpoint.max_to_keep=1", *args.override],
                        env, log, REPO)
     text = log.read_text()
@@ -227,12 +228,12 @@ def bench_trajectory(args) -> Dict[str, object]:
 
     if not args.reference_dlrm:
         raise SystemExit("bench.py trajectory: --reference-dlrm PATH is required")
-    shape = bench_train.CONFIGS[args.config]
+    shape = CONFIGS[args.config]
     work = args.work_dir.resolve()  # the reference runs in its own checkout
     work.mkdir(parents=True, exist_ok=True)
     site = work / "reference_site"
     site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(bench_train.SITECUSTOMIZE + MLPERF_STANDIN)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE + MLPERF_STANDIN)
     env = dict(os.environ)
     ref_env = {**env, "PYTHONPATH": os.pathsep.join(
         [str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -285,7 +286,7 @@ def trajectory_table(payload) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("--reference-dlrm", type=Path, help="a checkout of facebookresearch/dlrm")
-    p.add_argument("--config", default="criteo-kaggle-100k", choices=list(bench_train.CONFIGS))
+    p.add_argument("--config", default="criteo-kaggle-100k", choices=list(CONFIGS))
     p.add_argument("--rows-per-day", type=int, default=81_920,
                    help="rows per 'day' of seven; six train, half of one is held out")
     p.add_argument("--batch", type=int, default=2048)
