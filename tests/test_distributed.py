@@ -104,6 +104,7 @@ def runs(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMF_")}
     env["MMF_CACHE_DIR"] = str(tmp_path / "cache")
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that aborts prints where it was
     saves = {n: tmp_path / f"save{n}" for n in (1, 2)}
     procs = {
         2: subprocess.Popen(_args(tmp_path, saves[2], "distributed.world_size=2"), cwd=REPO,
@@ -114,7 +115,13 @@ def runs(tmp_path_factory):
     logs = {}
     for n, proc in procs.items():
         logs[n], _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, (n, logs[n][-4000:])
+        if proc.returncode != 0:  # the whole output, every rank's, for the record
+            kept = os.path.join(REPO, "test-artifacts", f"distributed-{n}-processes.log")
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            with open(kept, "w") as f:
+                f.write(logs[n])
+            pytest.fail(f"{n} process(es) exited {proc.returncode}; whole output in {kept}:\n"
+                        + logs[n][-4000:])
     out = {}
     for n, save in saves.items():
         with open(save / "metrics.json") as f:
