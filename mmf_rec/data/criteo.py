@@ -20,14 +20,11 @@ that new data maps the same way) or by hashing (value mod
 rare / unknown row.
 
 Files are read in blocks of ``chunk_mb`` and parsed with numpy, one block at
-a time, so memory stays flat whatever the file size. Lines with the wrong
-number of fields, bytes that are not ASCII, a label other than 0/1, or
-unparsable numbers or hex values are dropped, counted by reason with their
-first line numbers. The output is built beside ``--out`` and renamed into
-place only when complete.
+a time (``criteo_lines.py``). Malformed lines are dropped, counted by reason
+with their first line numbers. The output is built beside ``--out`` and
+renamed into place only when complete.
 """
 
-import gzip
 import logging
 import os
 import re
@@ -40,8 +37,12 @@ import numpy as np
 from tqdm import tqdm
 
 from mmf_rec.data.cli import reader_main
-from mmf_rec.data import interactions as core
-from mmf_rec.data import prepared as fmt
+from mmf_rec.data.config import as_config, config_from_mapping, requirement
+from mmf_rec.data.criteo_lines import (
+    BAD_LINES, N_DENSE, N_SPARSE, Chunk, blocks, count_lines, parse_block)
+from mmf_rec.data.prepared_layout import (
+    DENSE_COLUMN, FORMAT, LABEL_COLUMN, SAMPLED_COLUMN, column_entry, write_column,
+    write_manifest)
 from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where, \
     write_report
 from mmf_rec.schema import DenseFeature, Schema, SparseFeature
@@ -50,17 +51,10 @@ logger = logging.getLogger(__name__)
 
 NAME = "criteo"
 PREPARER_VERSION = 1
-N_DENSE, N_SPARSE = 13, 26
-N_FIELDS = 1 + N_DENSE + N_SPARSE
 DENSE_NAMES = tuple(f"I{i}" for i in range(1, N_DENSE + 1))
 SPARSE_NAMES = tuple(f"C{i}" for i in range(1, N_SPARSE + 1))
 SPLITS = ("train", "val", "test")
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
-_HEX = np.full(256, 255, dtype=np.uint8)
-for _c, _v in zip(b"0123456789abcdef", range(16)):
-    _HEX[_c] = _v
-for _c, _v in zip(b"ABCDEF", range(10, 16)):
-    _HEX[_c] = _v
 
 
 class CriteoDataError(DataInputError):
@@ -80,14 +74,11 @@ class CriteoConfig:
 
     @classmethod
     def from_mapping(cls, data, source: str = "criteo config") -> "CriteoConfig":
-        return core.config_from_mapping(cls, data, source, CriteoDataError)
+        return config_from_mapping(cls, data, source, CriteoDataError,
+                                   ignore=("preparer_version",))
 
     def validate(self, source: str = "criteo config") -> None:
-        def need(ok, key, expected):
-            if not ok:
-                raise CriteoDataError(
-                    f"{source}.{key}: expected {expected}, got {getattr(self, key)!r}")
-
+        need = requirement(self, source, CriteoDataError)
         need(self.layout in ("auto", "kaggle", "terabyte"), "layout",
              "auto, kaggle or terabyte")
         need(self.categorical in ("frequency", "hash"), "categorical", "frequency or hash")
@@ -100,13 +91,6 @@ class CriteoConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "preparer_version": PREPARER_VERSION}
-
-
-def as_config(config) -> CriteoConfig:
-    if isinstance(config, CriteoConfig):
-        config.validate()
-        return config
-    return CriteoConfig.from_mapping(config)
 
 
 # -- files and line ranges ---------------------------------------------------
@@ -135,128 +119,6 @@ def find_files(src: Path, layout: str) -> Tuple[str, List[Path]]:
         return "kaggle", kaggle[:1]
     raise CriteoDataError(f"{src}: no Criteo files; looked for train.txt[.gz] (kaggle) and "
                           "day_0 ... day_N[.gz] (terabyte)")
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def blocks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
-    """Whole lines, about ``chunk_bytes`` at a time (the last may lack its newline)."""
-    rest = b""
-    with _open(path) as f:
-        while True:
-            data = f.read(chunk_bytes)
-            if not data:
-                break
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            rest = data[cut:]
-            yield data[:cut]
-    if rest:
-        yield rest
-
-
-def count_lines(path: Path, chunk_bytes: int) -> int:
-    n = 0
-    for block in blocks(path, chunk_bytes):
-        n += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-    return n
-
-
-# -- parsing one block ---------------------------------------------------------
-@dataclass
-class Chunk:
-    line: np.ndarray  # 1-based line numbers of the kept rows
-    label: np.ndarray  # float32
-    dense: np.ndarray  # (rows, 13) int64, missing = 0
-    dense_missing: np.ndarray  # (rows, 13) bool
-    sparse: np.ndarray  # (rows, 26) uint64 hash values
-    sparse_missing: np.ndarray  # (rows, 26) bool
-    bad: Dict[str, np.ndarray]  # reason -> line numbers
-
-
-def _segment_counts(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    total = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-    return total[ends] - total[starts]
-
-
-def _parse_int(data: np.ndarray, s: np.ndarray, e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Decimal integers in data[s:e] (optional leading '-'); (values, ok)."""
-    length = e - s
-    negative = (length > 0) & (data[np.minimum(s, len(data) - 1)] == ord("-"))
-    s = s + negative
-    length = e - s
-    ok = (length <= 18) & ~(negative & (length == 0))
-    value = np.zeros(s.shape, dtype=np.int64)
-    for j in range(int(length[ok].max(initial=0))):
-        active = ok & (length > j)
-        digit = data[np.where(active, s + j, 0)].astype(np.int64) - ord("0")
-        ok &= ~active | ((digit >= 0) & (digit <= 9))
-        value = np.where(active, value * 10 + digit, value)
-    return np.where(negative, -value, value), ok
-
-
-def _parse_hex(data: np.ndarray, s: np.ndarray, e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    length = e - s
-    ok = length <= 16
-    value = np.zeros(s.shape, dtype=np.uint64)
-    for j in range(int(length[ok].max(initial=0))):
-        active = ok & (length > j)
-        nibble = _HEX[data[np.where(active, s + j, 0)]]
-        ok &= ~active | (nibble != 255)
-        value = np.where(active, (value << np.uint64(4)) | nibble.astype(np.uint64), value)
-    return value, ok
-
-
-def parse_block(block: bytes, first_line: int) -> Tuple[Chunk, int]:
-    """Parse the lines of ``block`` (line numbers from ``first_line``); returns
-    the chunk and the number of lines it held (blank ones included)."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    if len(data) and data[-1] != 10:
-        data = np.concatenate([data, np.array([10], np.uint8)])
-    newlines = np.flatnonzero(data == 10)
-    starts = np.concatenate([[0], newlines[:-1] + 1])
-    ends = newlines.copy()
-    ends -= (ends > starts) & (data[np.maximum(ends - 1, 0)] == 13)  # CRLF
-    line = first_line + np.arange(len(starts), dtype=np.int64)
-    blank = ends == starts
-    non_ascii = _segment_counts(data >= 128, starts, ends) > 0
-    tabs_per_line = _segment_counts(data == 9, starts, ends)
-    bad = {"bad_encoding": ~blank & non_ascii}
-    bad["wrong_field_count"] = ~blank & ~non_ascii & (tabs_per_line != N_FIELDS - 1)
-    good = np.flatnonzero(~blank & ~non_ascii & (tabs_per_line == N_FIELDS - 1))
-    tabs = np.flatnonzero(data == 9)
-    first_tab = np.searchsorted(tabs, starts[good])
-    t = tabs[first_tab[:, None] + np.arange(N_FIELDS - 1)]
-    fs = np.concatenate([starts[good][:, None], t + 1], axis=1)
-    fe = np.concatenate([t, ends[good][:, None]], axis=1)
-    label_ok = (fe[:, 0] - fs[:, 0] == 1) & np.isin(data[fs[:, 0]], (ord("0"), ord("1")))
-    label = (data[fs[:, 0]] == ord("1")).astype(np.float32)
-    ds, de = fs[:, 1:1 + N_DENSE], fe[:, 1:1 + N_DENSE]
-    dense, dense_ok = _parse_int(data, ds.ravel(), de.ravel())
-    dense, dense_ok = dense.reshape(ds.shape), dense_ok.reshape(ds.shape).all(axis=1)
-    cs, ce = fs[:, 1 + N_DENSE:], fe[:, 1 + N_DENSE:]
-    sparse, sparse_ok = _parse_hex(data, cs.ravel(), ce.ravel())
-    sparse, sparse_ok = sparse.reshape(cs.shape), sparse_ok.reshape(cs.shape).all(axis=1)
-    checks = (("bad_label", np.ones(len(good), dtype=bool), label_ok),
-              ("bad_integer", label_ok, dense_ok),
-              ("bad_categorical", label_ok & dense_ok, sparse_ok))
-    for reason, checked, ok in checks:  # each bad line is counted once, by its first fault
-        mask = np.zeros(len(starts), dtype=bool)
-        mask[good[checked & ~ok]] = True
-        bad[reason] = mask
-    keep = label_ok & dense_ok & sparse_ok
-    chunk = Chunk(
-        line=line[good][keep], label=label[keep], dense=dense[keep],
-        dense_missing=(de - ds)[keep] == 0, sparse=sparse[keep],
-        sparse_missing=(ce - cs)[keep] == 0,
-        bad={reason: line[mask] for reason, mask in bad.items()},
-    )
-    return chunk, len(starts)
 
 
 # -- categorical ids -----------------------------------------------------------
@@ -321,16 +183,16 @@ class SplitWriter:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.rows = 0
-        self.columns = {fmt.LABEL_COLUMN: (np.float32, ()), fmt.SAMPLED_COLUMN: (np.bool_, ()),
-                        fmt.DENSE_COLUMN: (np.float32, (N_DENSE,)),
+        self.columns = {LABEL_COLUMN: (np.float32, ()), SAMPLED_COLUMN: (np.bool_, ()),
+                        DENSE_COLUMN: (np.float32, (N_DENSE,)),
                         **{name: (np.int64, (1,)) for name in SPARSE_NAMES}}
         self.files = {name: open(directory / f".{name}.raw", "wb") for name in self.columns}
 
     def append(self, label: np.ndarray, dense: np.ndarray, ids: np.ndarray) -> None:
-        self.files[fmt.LABEL_COLUMN].write(np.ascontiguousarray(label, np.float32).tobytes())
+        self.files[LABEL_COLUMN].write(np.ascontiguousarray(label, np.float32).tobytes())
         # every Criteo row is a logged impression: nothing is sampled
-        self.files[fmt.SAMPLED_COLUMN].write(np.zeros(len(label), np.bool_).tobytes())
-        self.files[fmt.DENSE_COLUMN].write(np.ascontiguousarray(dense, np.float32).tobytes())
+        self.files[SAMPLED_COLUMN].write(np.zeros(len(label), np.bool_).tobytes())
+        self.files[DENSE_COLUMN].write(np.ascontiguousarray(dense, np.float32).tobytes())
         for j, name in enumerate(SPARSE_NAMES):
             self.files[name].write(np.ascontiguousarray(ids[:, j], np.int64).tobytes())
         self.rows += len(label)
@@ -352,7 +214,7 @@ class SplitWriter:
             out.flush()
             del out
             os.remove(raw)
-            entries[name] = fmt.column_entry(path, np.load(path, mmap_mode="r"))
+            entries[name] = column_entry(path, np.load(path, mmap_mode="r"))
         return {"rows": self.rows, "files": entries}
 
     def close(self):
@@ -381,11 +243,6 @@ def _rows_by_split(chunk: Chunk, ranges: List[Tuple[int, str]]) -> Dict[str, np.
     return {name: np.flatnonzero(which == k) for k, (_, name) in enumerate(ranges)}
 
 
-def _take(chunk: Chunk, rows: np.ndarray) -> Chunk:
-    return Chunk(chunk.line[rows], chunk.label[rows], chunk.dense[rows],
-                 chunk.dense_missing[rows], chunk.sparse[rows], chunk.sparse_missing[rows], {})
-
-
 def _pass(plan, config: CriteoConfig, desc: str) -> Iterator[Tuple[Path, List, Chunk]]:
     chunk_bytes = config.chunk_mb << 20
     total = sum(p.stat().st_size for p, _ in plan)
@@ -405,7 +262,7 @@ def _pass(plan, config: CriteoConfig, desc: str) -> Iterator[Tuple[Path, List, C
 def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
                    config=None) -> Dict[str, Any]:
     """Write a prepared directory from Criteo TSV files; returns its manifest."""
-    config = as_config(config)
+    config = as_config(CriteoConfig, config)
     started = time.perf_counter()
     layout, files = find_files(Path(src), config.layout)
     plan = _schedule(layout, files, config)
@@ -416,7 +273,7 @@ def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
         for _, ranges, chunk in _pass(plan, config, "counting"):
             rows = _rows_by_split(chunk, ranges).get("train")
             if rows is not None and rows.size:
-                counter.add(_take(chunk, rows))
+                counter.add(chunk.take(rows))
         vocab = counter.vocabularies(config.min_frequency, config.max_table_size)
     missing = np.zeros(N_DENSE + N_SPARSE, dtype=np.int64)
     clipped, positives = 0, {s: 0 for s in SPLITS}
@@ -427,7 +284,7 @@ def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
                 report.read("lines", len(chunk.line) + sum(len(v) for v in chunk.bad.values()))
                 for reason, lines in chunk.bad.items():
                     report.drop(f"lines.{reason}", len(lines), lines_where(path.name, lines),
-                                _DETAILS[reason])
+                                BAD_LINES[reason])
                 missing += np.concatenate([chunk.dense_missing.sum(axis=0),
                                            chunk.sparse_missing.sum(axis=0)])
                 dense, n_clipped = dense_transform(chunk)
@@ -445,12 +302,12 @@ def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
         report.check()
         empty = [name for name, entry in splits.items() if entry["rows"] == 0]
         if empty:
+            usable = sum(entry["rows"] for entry in splits.values())
             raise CriteoDataError(f"{src}: splits {empty} would be empty; the input has "
-                                  f"{splits['train']['rows'] + splits['val']['rows'] + splits['test']['rows']} "
-                                  "usable lines")
+                                  f"{usable} usable lines")
         if vocab is not None:
             cardinality = [len(v) + 1 for v in vocab]
-            vocab_files = {name: fmt.write_column(root / "vocab", name, v)
+            vocab_files = {name: write_column(root / "vocab", name, v)
                            for name, v in zip(SPARSE_NAMES, vocab)}
         else:
             cardinality = [config.max_table_size] * N_SPARSE
@@ -459,9 +316,9 @@ def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
             dense=tuple(DenseFeature(n, side="context") for n in DENSE_NAMES),
             sparse=tuple(SparseFeature(n, int(c), side="context")
                          for n, c in zip(SPARSE_NAMES, cardinality)),
-            label=fmt.LABEL_COLUMN, source=NAME)
+            label=LABEL_COLUMN, source=NAME)
         manifest = {
-            "format": fmt.FORMAT,
+            "format": FORMAT,
             "name": NAME,
             "schema": schema.to_dict(),
             "splits": splits,
@@ -480,20 +337,11 @@ def prepare_criteo(src: Union[str, os.PathLike], out_dir: Union[str, os.PathLike
             "repaired": dict(report.repaired),
         }
         manifest["report"] = write_report(root, report, {"name": NAME})
-        fmt.write_manifest(root, manifest)
+        write_manifest(root, manifest)
     logger.info("prepared %s (%s) in %.1f s: rows %s; %s", NAME, layout,
                 time.perf_counter() - started, {k: v["rows"] for k, v in splits.items()},
                 report.summary())
     return manifest
-
-
-_DETAILS = {
-    "bad_encoding": "bytes outside ASCII",
-    "wrong_field_count": f"expected {N_FIELDS} tab-separated fields",
-    "bad_label": "the label must be 0 or 1",
-    "bad_integer": "an integer column holds something else",
-    "bad_categorical": "a categorical column is not hex (up to 16 digits)",
-}
 
 
 def main(argv=None) -> int:
@@ -504,6 +352,7 @@ def main(argv=None) -> int:
         src_help="train.txt (or the folder holding it), or a folder of day_N files",
         config_cls=CriteoConfig, prepare=prepare_criteo,
     )
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@
       item: item_id
       label: clicked          # 0/1; or `rating: stars`; or neither (implicit)
       timestamp: ts           # unix seconds or ISO 8601 text; none: file order
-    split: {protocol: time}   # see SplitConfig in interactions.py
+    split: {protocol: time}   # see SplitConfig in splits.py
     bad_rows: {policy: skip, max_bad_fraction: 0.01}
     images: auto              # auto | copy | symlink | none
 
@@ -33,25 +33,36 @@ cannot be used is counted per reason with its first line numbers (see
 complete.
 """
 
+import importlib
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from mmf_rec.data import interactions as core
-from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where
+from mmf_rec.data.config import config_from_mapping
+from mmf_rec.data.custom_tables import CustomDataError, Table
+from mmf_rec.data.interactions import Catalogue, Interactions, Population, build_prepared
+from mmf_rec.data.report import RowReport, atomic_output
+from mmf_rec.data.splits import SplitConfig
+from mmf_rec.data.user_item import IMAGE_MODES
+from mmf_rec.data.vocab import encode
 
 logger = logging.getLogger(__name__)
 
 NAME = "custom"
-FORMATS = ("custom", "movielens", "hm", "criteo")
+# ``format:`` -> the built-in reader that prepares it: prepare(src, out_dir, config).
+# Named, not imported, so that a custom catalogue loads no other reader.
+READERS = {
+    "movielens": ("mmf_rec.data.movielens", "prepare_movielens"),
+    "hm": ("mmf_rec.data.hm", "prepare_hm"),
+    "criteo": ("mmf_rec.data.criteo", "prepare_criteo"),
+}
+# Readers that write into out_dir as they go: here their output is built beside it.
+WRITES_IN_PLACE = ("hm",)
+FORMATS = ("custom", *READERS)
 TOP_KEYS = {"format", "name", "items", "users", "interactions", "split", "bad_rows",
             "images"}
 TABLE_KEYS = {
@@ -60,134 +71,6 @@ TABLE_KEYS = {
     "interactions": {"path", "user", "item", "label", "rating", "timestamp", "delimiter"},
 }
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01
-
-
-class CustomDataError(DataInputError):
-    """The data yaml or the tables it names are missing or malformed."""
-
-
-# -- reading a table -------------------------------------------------------------
-class Table:
-    """A table's named columns as Python strings (None = empty), with line numbers."""
-
-    def __init__(self, path: Path, name: str, columns: Sequence[str], report: RowReport,
-                 delimiter: Optional[str] = None):
-        self.path, self.name = path, name
-        if not path.is_file():
-            raise CustomDataError(f"{name}.path: {path} does not exist")
-        columns = list(dict.fromkeys(c for c in columns if c))
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            table, self.line = self._parquet(columns), None
-        elif suffix in (".csv", ".tsv", ".txt"):
-            table = self._csv(columns, delimiter or ("\t" if suffix == ".tsv" else ","),
-                              report)
-        else:
-            raise CustomDataError(f"{name}.path: {path}: expected .csv, .tsv or .parquet")
-        report.read(name, table.num_rows + self.malformed)
-        self.values: Dict[str, List[Optional[str]]] = {}
-        bad_rows = np.zeros(table.num_rows, dtype=bool)
-        for column in columns:
-            values, bad = _decode(table[column])
-            self.values[column] = values
-            bad_rows |= bad
-        self.rows = table.num_rows
-        if self.line is None:
-            self.line = np.arange(1, self.rows + 1)
-        self.keep = ~bad_rows
-        report.drop(f"{name}.bad_encoding", int(bad_rows.sum()),
-                    lines_where(path.name, self.line[bad_rows]), "not valid UTF-8")
-
-    def _parquet(self, columns):
-        self.malformed = 0
-        names = pq.read_schema(self.path).names
-        self._need(columns, names)
-        return pq.read_table(self.path, columns=columns)
-
-    def _csv(self, columns, delimiter, report):
-        with open(self.path, "rb") as f:
-            header = f.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
-        names = next(iter([header.split(delimiter)]))
-        names = [n.strip().strip('"') for n in names]
-        self._need(columns, names)
-        bad: List[int] = []
-
-        def invalid(row):
-            bad.append(row.number if row.number is not None else -1)
-            return "skip"
-
-        try:
-            table = pacsv.read_csv(
-                self.path,
-                parse_options=pacsv.ParseOptions(delimiter=delimiter,
-                                                 invalid_row_handler=invalid),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=columns,
-                    column_types={c: pa.binary() for c in columns}),
-                read_options=pacsv.ReadOptions(use_threads=False))
-        except (OSError, pa.ArrowException) as e:
-            raise CustomDataError(f"{self.path}: cannot be read as CSV ({e})") from None
-        self.malformed = len(bad)
-        # pyarrow numbers rows from 1 (the header) and skips empty lines; the
-        # report names lines of the file (no quoted newlines assumed; else approximate)
-        line_of = _line_numbers(self.path)
-        report.drop(f"{self.name}.wrong_field_count", len(bad),
-                    lines_where(self.path.name, line_of(bad)),
-                    f"expected {len(names)} fields like the header")
-        rows = np.setdiff1d(np.arange(2, table.num_rows + len(bad) + 2), bad)
-        self.line = line_of(rows[: table.num_rows])
-        return table
-
-    def _need(self, columns, names):
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise CustomDataError(f"{self.path}: column '{missing[0]}' is missing"
-                                  + (f" (and {missing[1:]})" if len(missing) > 1 else "")
-                                  + f"; the file has {names}")
-
-    def where(self, mask: np.ndarray) -> List[str]:
-        return lines_where(self.path.name, self.line[mask])
-
-
-def _line_numbers(path: Path):
-    """Row numbers as pyarrow's CSV reader gives them (1 = the first non-empty
-    line; empty lines are skipped) -> line numbers of the file."""
-    with open(path, "rb") as f:
-        empty = [n for n, raw in enumerate(f, start=1) if raw in (b"\n", b"\r\n")]
-    # the i-th empty line (0-based) follows this many non-empty ones
-    before = np.asarray(empty, dtype=np.int64) - np.arange(1, len(empty) + 1)
-
-    def line_of(rows):
-        rows = np.asarray(rows, dtype=np.int64)
-        return rows + np.searchsorted(before, rows, side="left")
-
-    return line_of
-
-
-def _decode(array) -> Tuple[List[Optional[str]], np.ndarray]:
-    """Trimmed strings (empty -> None) and a mask of undecodable cells."""
-    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
-        try:
-            array = pc.cast(array, pa.string())
-        except pa.ArrowInvalid:
-            values, bad = [], []
-            for raw in array.to_pylist():
-                try:
-                    values.append(None if raw is None else raw.decode("utf-8"))
-                    bad.append(False)
-                except UnicodeDecodeError:
-                    values.append(None)
-                    bad.append(True)
-            array = pa.array(values, pa.string())
-            return _clean(array), np.asarray(bad, dtype=bool)
-    elif not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
-        array = pc.cast(array, pa.string())
-    return _clean(array), np.zeros(len(array), dtype=bool)
-
-
-def _clean(array) -> List[Optional[str]]:
-    return [None if v is None or not v.strip() else v.strip() for v in array.to_pylist()]
 
 
 # -- the yaml ----------------------------------------------------------------------
@@ -267,8 +150,8 @@ def readable_image(path: Path) -> bool:
         return False
 
 
-def read_items(spec: Dict[str, Any], base: Path, split: core.SplitConfig,
-               report: RowReport, images: str) -> core.Catalogue:
+def read_items(spec: Dict[str, Any], base: Path, split: SplitConfig,
+               report: RowReport, images: str) -> Catalogue:
     where = "items"
     id_column = _one(spec, "id", where)
     categorical = _names(spec, "categorical", where)
@@ -281,7 +164,7 @@ def read_items(spec: Dict[str, Any], base: Path, split: core.SplitConfig,
     keys = [table.values[id_column][r] for r in rows]
     vocab, features = {}, {}
     for column in categorical:
-        vocab[column], features[column] = core.encode(
+        vocab[column], features[column] = encode(
             [table.values[column][r] for r in rows], split.min_count, split.max_vocab)
     descriptions, empty = [], []
     for n, r in enumerate(rows):
@@ -311,15 +194,15 @@ def read_items(spec: Dict[str, Any], base: Path, split: core.SplitConfig,
                       table.where(np.asarray(unreadable, int)),
                       "the file does not decode as an image (empty or truncated?): "
                       "the item's image is masked")
-    return core.Catalogue(keys=keys, categorical=features, vocab=vocab,
-                          descriptions=descriptions, images=found)
+    return Catalogue(keys=keys, categorical=features, vocab=vocab,
+                     descriptions=descriptions, images=found)
 
 
 def read_users(spec: Optional[Dict[str, Any]], base: Path, seen_ids: List[str],
-               split: core.SplitConfig, report: RowReport) -> core.Population:
+               split: SplitConfig, report: RowReport) -> Population:
     if spec is None:
         keys = sorted(set(seen_ids))
-        return core.Population(keys, {}, {})
+        return Population(keys, {}, {})
     where = "users"
     id_column = _one(spec, "id", where)
     dense_columns = _names(spec, "dense", where)
@@ -330,7 +213,7 @@ def read_users(spec: Optional[Dict[str, Any]], base: Path, seen_ids: List[str],
     keys = [table.values[id_column][r] for r in rows]
     vocab, features = {}, {}
     for column in categorical:
-        vocab[column], features[column] = core.encode(
+        vocab[column], features[column] = encode(
             [table.values[column][r] for r in rows], split.min_count, split.max_vocab)
     raw = {}
     for column in dense_columns:
@@ -345,7 +228,7 @@ def read_users(spec: Optional[Dict[str, Any]], base: Path, seen_ids: List[str],
         report.repair(f"users.{column}_unparsable", len(unparsable),
                       table.where(np.asarray(unparsable, int)), "not a number: imputed")
         raw[column] = np.asarray(values, dtype=np.float64)
-    return core.Population(keys, features, vocab, raw)
+    return Population(keys, features, vocab, raw)
 
 
 def _timestamps(cells: List[Optional[str]]) -> Tuple[np.ndarray, np.ndarray]:
@@ -379,8 +262,8 @@ def read_interactions(spec: Dict[str, Any], base: Path, report: RowReport
     return table, columns
 
 
-def link(table: Table, columns: Dict[str, Optional[str]], catalogue: core.Catalogue,
-         users: core.Population, report: RowReport) -> core.Interactions:
+def link(table: Table, columns: Dict[str, Optional[str]], catalogue: Catalogue,
+         users: Population, report: RowReport) -> Interactions:
     """Raw cells -> Interactions; every unusable row is counted by reason."""
     n = table.rows
     keep = table.keep.copy()
@@ -431,9 +314,9 @@ def link(table: Table, columns: Dict[str, Optional[str]], catalogue: core.Catalo
     duplicate[np.setdiff1d(rows, rows[first])] = True
     drop(duplicate, "duplicate_row", "an exact repeat of an earlier row")
     rows = np.flatnonzero(keep)
-    return core.Interactions(user=user[rows], item=item[rows], timestamp=stamp[rows],
-                             rating=None if rating is None else rating[rows],
-                             label=None if label is None else label[rows].astype(np.float32))
+    return Interactions(user=user[rows], item=item[rows], timestamp=stamp[rows],
+                        rating=None if rating is None else rating[rows],
+                        label=None if label is None else label[rows].astype(np.float32))
 
 
 def prepare_custom(spec: Mapping[str, Any], base: Path, out_dir: Union[str, os.PathLike]
@@ -443,8 +326,8 @@ def prepare_custom(spec: Mapping[str, Any], base: Path, out_dir: Union[str, os.P
         raise CustomDataError(f"data yaml: unknown keys {unknown}; expected some of "
                               f"{sorted(TOP_KEYS)}")
     name = str(spec.get("name") or NAME)
-    split = core.config_from_mapping(core.SplitConfig, spec.get("split") or {}, "split",
-                                     CustomDataError)
+    split = config_from_mapping(SplitConfig, spec.get("split") or {}, "split", CustomDataError,
+                                ignore=("preparer_version",))
     bad = spec.get("bad_rows") or {}
     if not isinstance(bad, Mapping) or set(bad) - {"policy", "max_bad_fraction"}:
         raise CustomDataError(f"data yaml: bad_rows: expected policy and/or "
@@ -452,7 +335,7 @@ def prepare_custom(spec: Mapping[str, Any], base: Path, out_dir: Union[str, os.P
     report = RowReport(policy=str(bad.get("policy", "skip")),
                        max_bad_fraction=float(bad.get("max_bad_fraction", 0.01)))
     images = str(spec.get("images", "auto"))
-    if images not in ("auto", "copy", "symlink", "none"):
+    if images not in IMAGE_MODES:
         raise CustomDataError(f"data yaml: images: expected auto, copy, symlink or none, "
                               f"got {images!r}")
     items_spec = _section(spec, "items", True)
@@ -468,8 +351,8 @@ def prepare_custom(spec: Mapping[str, Any], base: Path, out_dir: Union[str, os.P
                         (("items", items_spec), ("users", users_spec),
                          ("interactions", inter_spec)) if s}}
     with atomic_output(out_dir) as tmp:
-        return core.build_prepared(tmp, name, catalogue, users, inter, split, report,
-                                   extra, images_mode=images)
+        return build_prepared(tmp, name, catalogue, users, inter, split, report, extra,
+                              images_mode=images)
 
 
 def prepare_from_yaml(config_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike]
@@ -499,15 +382,9 @@ def prepare_from_yaml(config_path: Union[str, os.PathLike], out_dir: Union[str, 
                               f"not {extra}")
     src = _path(base, spec.get("src"), "src")
     reader_config = spec.get("config") or {}
-    if kind == "movielens":
-        from mmf_rec.data import movielens
-        return movielens.prepare_movielens(src, out_dir, reader_config)
-    if kind == "criteo":
-        from mmf_rec.data import criteo
-        return criteo.prepare_criteo(src, out_dir, reader_config)
-    from mmf_rec.data import hm
-    try:
-        with atomic_output(out_dir) as tmp:
-            return hm.prepare_hm(src, tmp, reader_config)
-    except hm.HMDataError as e:
-        raise CustomDataError(str(e)) from None
+    module, function = READERS[kind]
+    prepare = getattr(importlib.import_module(module), function)
+    if kind not in WRITES_IN_PLACE:
+        return prepare(src, out_dir, reader_config)
+    with atomic_output(out_dir) as tmp:
+        return prepare(src, tmp, reader_config)

@@ -22,6 +22,7 @@ from mmf.common.sample import Sample
 from mmf.datasets.base_dataset import BaseDataset
 
 from mmf_rec.data import prepared as fmt
+from mmf_rec.data.prepared_layout import CLICK_PROB_COLUMN
 from mmf_rec.schema import Schema
 
 DENSE_KEY = "dense"
@@ -82,8 +83,8 @@ class KBRecDataset(BaseDataset):
         for f in self.schema.sparse:
             plan.append((sparse_key(f.name), np.asarray(table[f.name])))
         plan.append((TARGETS_KEY, np.asarray(table[self.schema.label]).reshape(-1, 1)))
-        if fmt.CLICK_PROB_COLUMN in table:
-            plan.append((CLICK_PROB_KEY, np.asarray(table[fmt.CLICK_PROB_COLUMN])))
+        if CLICK_PROB_COLUMN in table:
+            plan.append((CLICK_PROB_KEY, np.asarray(table[CLICK_PROB_COLUMN])))
         item = data.item_feature
         if item is not None and item in table:
             plan.append((ITEM_INDEX_KEY, np.asarray(table[item])[:, 0]))

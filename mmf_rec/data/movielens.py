@@ -15,7 +15,7 @@ Items get ``genre`` (the first listed) and ``decade`` columns and the text
 "<title>. Genres: <genres>." (the model's tokenizer reads all of them);
 users get gender, occupation, an age bucket and a zip prefix, plus age as a
 dense feature. Labels, splits and negatives follow ``SplitConfig`` (see
-``interactions.py``; by default leave-last-out with 99 sampled negatives,
+``splits.py``; by default leave-last-out with 99 sampled negatives,
 the NCF protocol, which reproduces ``../shared/data/ml-100k-loo``).
 
 Every line that cannot be used is counted by reason with its line number
@@ -26,21 +26,22 @@ decides between failing at the first one and skipping up to
 ``max_bad_fraction`` of a file.
 """
 
-import csv
-import io
 import logging
 import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from mmf_rec.data.cli import reader_main
-from mmf_rec.data import interactions as core
-from mmf_rec.data.report import RowReport, atomic_output, lines_where
+from mmf_rec.data.config import as_config, config_from_mapping, requirement
+from mmf_rec.data.interactions import Catalogue, Interactions, Population, build_prepared
+from mmf_rec.data.movielens_lines import parse_float, parse_int, read_rows
+from mmf_rec.data.report import DataInputError, RowReport, atomic_output, lines_where
+from mmf_rec.data.splits import SplitConfig
+from mmf_rec.data.vocab import buckets, encode
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +70,12 @@ LAYOUTS = {
 }
 
 
-class MovieLensDataError(core.DataInputError):
+class MovieLensDataError(DataInputError):
     """The MovieLens input is missing or malformed, or the config is wrong."""
 
 
 @dataclass(frozen=True)
-class MovieLensConfig(core.SplitConfig):
+class MovieLensConfig(SplitConfig):
     layout: str = "auto"  # auto | 100k | 1m | latest
     # auto: Latin-1 for 100K/1M movie files (as GroupLens wrote them), else UTF-8
     encoding: str = "auto"
@@ -88,16 +89,12 @@ class MovieLensConfig(core.SplitConfig):
 
     @classmethod
     def from_mapping(cls, data, source: str = "movielens config") -> "MovieLensConfig":
-        return core.config_from_mapping(cls, data, source, MovieLensDataError)
+        return config_from_mapping(cls, data, source, MovieLensDataError,
+                                   ignore=("preparer_version",))
 
     def validate(self, source: str = "movielens config") -> None:
         super().validate(source)
-
-        def need(ok, key, expected):
-            if not ok:
-                raise MovieLensDataError(
-                    f"{source}.{key}: expected {expected}, got {getattr(self, key)!r}")
-
+        need = requirement(self, source, MovieLensDataError)
         need(self.layout in ("auto", *LAYOUTS), "layout", f"auto or one of {list(LAYOUTS)}")
         need(self.encoding in ("auto", "utf-8", "latin-1"), "encoding",
              "auto, utf-8 or latin-1")
@@ -107,22 +104,14 @@ class MovieLensConfig(core.SplitConfig):
         need(self.on_bad_rows in ("skip", "fail"), "on_bad_rows", "skip or fail")
         need(0.0 <= self.max_bad_fraction <= 1.0, "max_bad_fraction", "in [0, 1]")
 
-    def split_config(self) -> core.SplitConfig:
-        return core.SplitConfig(**{f.name: getattr(self, f.name)
-                                   for f in fields(core.SplitConfig)})
+    def split_config(self) -> SplitConfig:
+        return SplitConfig(**{f.name: getattr(self, f.name) for f in fields(SplitConfig)})
 
     def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "preparer_version": PREPARER_VERSION}
 
 
-def as_config(config) -> MovieLensConfig:
-    if isinstance(config, MovieLensConfig):
-        config.validate()
-        return config
-    return MovieLensConfig.from_mapping(config)
-
-
-# -- reading lines -----------------------------------------------------------
+# -- files and layouts -----------------------------------------------------
 def find_layout(src: Path, layout: str) -> Tuple[str, Dict[str, Optional[Path]]]:
     candidates = [layout] if layout != "auto" else list(LAYOUTS)
     for name in candidates:
@@ -140,110 +129,21 @@ def find_layout(src: Path, layout: str) -> Tuple[str, Dict[str, Optional[Path]]]
     raise MovieLensDataError(f"{src}: no MovieLens ratings file; looked for {looked}")
 
 
-def _encodings(path: Path, table: str, config: MovieLensConfig) -> Tuple[str, ...]:
-    """Encodings to try per line, the file's own first. auto: the movie titles
-    are Latin-1 in the 100K/1M files (as GroupLens wrote them) and UTF-8 in
-    the csv ones, but edited files mix both, so a title line is decoded as
-    UTF-8 when it is valid UTF-8, else as Latin-1. Other tables are UTF-8 only
-    (ids, ratings and zip codes are ASCII, so other bytes there are damage)."""
-    if config.encoding != "auto":
-        return (config.encoding,)
-    if table != "movies":
-        return ("utf-8",)
-    return ("latin-1", "utf-8") if path.suffix != ".csv" else ("utf-8", "latin-1")
-
-
-def _decode(raw: bytes, encodings: Tuple[str, ...]) -> Tuple[Optional[str], bool]:
-    """(text, whether it took another encoding than the file's own); text None
-    when none fits. A non-ASCII line that is valid UTF-8 is UTF-8, even in a
-    Latin-1 file: Latin-1 text almost never forms valid UTF-8."""
-    order = encodings
-    if "utf-8" in encodings and not raw.isascii():
-        order = ("utf-8", *(e for e in encodings if e != "utf-8"))
-    for encoding in order:
-        try:
-            return raw.decode(encoding), encoding != encodings[0]
-        except UnicodeDecodeError:
-            continue
-    return None, False
-
-
-def read_rows(path: Path, table: str, separator: str, n_fields: int,
-              config: MovieLensConfig, report: RowReport, header: bool = False
-              ) -> Iterator[Tuple[int, List[str]]]:
-    """(line number, fields) of every usable line; the rest are counted.
-
-    ``separator`` "csv" parses quoted CSV (movies.csv titles hold commas).
-    A UTF-8 byte-order mark before the first line is not part of it.
-    """
-    encodings = _encodings(path, table, config)
-    bad: Dict[str, List[int]] = {"bad_encoding": [], "wrong_field_count": []}
-    redecoded: List[int] = []
-    total = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(tqdm(f, desc=path.name, unit=" lines", leave=False,
-                                          disable=None, mininterval=2), start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if header and number == 1:
-                continue
-            line, other = _decode(raw, encodings)
-            if line is None:
-                total += 1
-                bad["bad_encoding"].append(number)
-                continue
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing one) carry nothing
-            total += 1
-            if other:
-                redecoded.append(number)
-            if separator == "csv":
-                parts = next(csv.reader(io.StringIO(line)), [])
-            else:
-                parts = line.split(separator)
-            if len(parts) != n_fields:
-                bad["wrong_field_count"].append(number)
-                continue
-            yield number, parts
-    report.read(table, total)
-    for reason, numbers in bad.items():
-        detail = {"bad_encoding": f"not valid {' or '.join(encodings)}",
-                  "wrong_field_count": f"expected {n_fields} fields"}[reason]
-        report.drop(f"{table}.{reason}", len(numbers), lines_where(path.name, numbers), detail)
-    report.repair(f"{table}.redecoded", len(redecoded), lines_where(path.name, redecoded),
-                  f"not {encodings[0]} like the rest of the file: decoded as "
-                  f"{' / '.join(encodings[1:])}")
-
-
-def _int(text: str) -> Optional[int]:
-    text = text.strip()
-    return int(text) if re.fullmatch(r"[+-]?\d{1,18}", text) else None
-
-
-def _float(text: str) -> Optional[float]:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if np.isfinite(value) else None
-
-
-# -- the three tables --------------------------------------------------------
+# -- the three tables ------------------------------------------------------
 def read_movies(path: Path, layout: str, config: MovieLensConfig, report: RowReport,
-                genre_names=GENRES_100K) -> Tuple[core.Catalogue, np.ndarray]:
+                genre_names=GENRES_100K) -> Tuple[Catalogue, np.ndarray]:
     """The catalogue (rows sorted by movie id) and the sorted movie ids."""
     if layout == "100k":
-        rows = read_rows(path, "movies", "|", 5 + len(genre_names), config, report)
+        rows = read_rows(path, "movies", "|", 5 + len(genre_names), config.encoding, report)
     elif layout == "1m":
-        rows = read_rows(path, "movies", "::", 3, config, report)
+        rows = read_rows(path, "movies", "::", 3, config.encoding, report)
     else:
-        rows = read_rows(path, "movies", "csv", 3, config, report, header=True)
+        rows = read_rows(path, "movies", "csv", 3, config.encoding, report, header=True)
     ids, titles, genres, years = [], [], [], []
     seen = set()
     bad_id, duplicate, bad_flags = [], [], []
     for number, parts in rows:
-        movie = _int(parts[0])
+        movie = parse_int(parts[0])
         if movie is None:
             bad_id.append(number)
             continue
@@ -262,7 +162,7 @@ def read_movies(path: Path, layout: str, config: MovieLensConfig, report: RowRep
             release = ""
         title = parts[1].strip()
         year = _YEAR.search(title)
-        year = int(year.group(1)) if year else _int(release[-4:]) if release else None
+        year = int(year.group(1)) if year else parse_int(release[-4:]) if release else None
         seen.add(movie)
         ids.append(movie)
         titles.append(title)
@@ -292,31 +192,31 @@ def read_movies(path: Path, layout: str, config: MovieLensConfig, report: RowRep
         text = title if title and title.lower() != "unknown" else "Untitled movie"
         descriptions.append(f"{text}. Genres: {', '.join(known)}." if known else f"{text}.")
     vocab, categorical = {}, {}
-    vocab["genre"], categorical["genre"] = core.encode(
+    vocab["genre"], categorical["genre"] = encode(
         [next((g for g in names if g != "unknown"), None) for names in genres],
         config.min_count, config.max_vocab)
-    vocab["decade"], categorical["decade"] = core.encode(
+    vocab["decade"], categorical["decade"] = encode(
         [f"{y // 10 * 10}s" if y else None for y in years], config.min_count, config.max_vocab)
     sorted_ids = np.asarray(ids, dtype=np.int64)[order]
-    catalogue = core.Catalogue(keys=[str(i) for i in sorted_ids], categorical=categorical,
-                               vocab=vocab, descriptions=descriptions)
+    catalogue = Catalogue(keys=[str(i) for i in sorted_ids], categorical=categorical,
+                          vocab=vocab, descriptions=descriptions)
     return catalogue, sorted_ids
 
 
 def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
                config: MovieLensConfig, report: RowReport
-               ) -> Tuple[core.Population, np.ndarray]:
+               ) -> Tuple[Population, np.ndarray]:
     """Users from the users file, or (latest layout) the ids the ratings name."""
     if path is None:
         keys = np.unique(user_ids)
-        return core.Population([str(k) for k in keys], {}, {}), keys
+        return Population([str(k) for k in keys], {}, {}), keys
     if layout == "100k":
-        rows = read_rows(path, "users", "|", 5, config, report)
+        rows = read_rows(path, "users", "|", 5, config.encoding, report)
     else:
-        rows = read_rows(path, "users", "::", 5, config, report)
+        rows = read_rows(path, "users", "::", 5, config.encoding, report)
     records, seen, bad_id, duplicate, bad_value = [], set(), [], [], []
     for number, parts in rows:
-        user = _int(parts[0])
+        user = parse_int(parts[0])
         if user is None:
             bad_id.append(number)
             continue
@@ -327,13 +227,13 @@ def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
             age, gender, occupation, zip_code = parts[1], parts[2], parts[3], parts[4]
         else:
             gender, age, occupation, zip_code = parts[1], parts[2], parts[3], parts[4]
-            code = _int(occupation)
+            code = parse_int(occupation)
             if code is None or not 0 <= code < len(OCCUPATIONS_1M):
                 bad_value.append(number)
                 occupation = ""
             else:
                 occupation = OCCUPATIONS_1M[code]
-        age_value = _int(age)
+        age_value = parse_int(age)
         if age.strip() and age_value is None:
             bad_value.append(number)
         seen.add(user)
@@ -357,29 +257,27 @@ def read_users(path: Optional[Path], layout: str, user_ids: np.ndarray,
     age[implausible] = np.nan
     vocab, categorical = {}, {}
     for column, name in ((2, "gender"), (3, "occupation"), (4, "zip_prefix")):
-        vocab[name], categorical[name] = core.encode([r[column] for r in records],
-                                                     config.min_count, config.max_vocab)
-    bucket = np.searchsorted(np.asarray(AGE_EDGES), np.nan_to_num(age), side="right") + 1
-    categorical["age_bucket"] = np.where(np.isnan(age), 0, bucket).astype(np.int64)
-    vocab["age_bucket"] = [core.UNKNOWN] + [
-        f"{lo}-{hi - 1}" for lo, hi in zip((0, *AGE_EDGES), AGE_EDGES)] + [f"{AGE_EDGES[-1]}+"]
-    return core.Population([str(k) for k in keys], categorical, vocab, {"age": age}), keys
+        vocab[name], categorical[name] = encode([r[column] for r in records],
+                                                config.min_count, config.max_vocab)
+    vocab["age_bucket"], categorical["age_bucket"] = buckets(age, AGE_EDGES)
+    return Population([str(k) for k in keys], categorical, vocab, {"age": age}), keys
 
 
 def read_ratings(path: Path, layout: str, config: MovieLensConfig, report: RowReport
                  ) -> Dict[str, np.ndarray]:
     """Raw user id, movie id, rating, timestamp and line number of each usable line."""
     if layout == "100k":
-        rows = read_rows(path, "ratings", "\t", 4, config, report)
+        rows = read_rows(path, "ratings", "\t", 4, config.encoding, report)
     elif layout == "1m":
-        rows = read_rows(path, "ratings", "::", 4, config, report)
+        rows = read_rows(path, "ratings", "::", 4, config.encoding, report)
     else:
-        rows = read_rows(path, "ratings", ",", 4, config, report, header=True)
+        rows = read_rows(path, "ratings", ",", 4, config.encoding, report, header=True)
     user, movie, rating, stamp, line = [], [], [], [], []
     bad: Dict[str, List[int]] = {"bad_number": [], "rating_out_of_range": [],
                                  "timestamp_out_of_range": []}
     for number, parts in rows:
-        u, m, r, t = _int(parts[0]), _int(parts[1]), _float(parts[2]), _int(parts[3])
+        u, m, r = parse_int(parts[0]), parse_int(parts[1]), parse_float(parts[2])
+        t = parse_int(parts[3])
         if u is None or m is None or r is None or t is None:
             bad["bad_number"].append(number)
         elif not config.min_rating <= r <= config.max_rating:
@@ -406,7 +304,7 @@ def read_ratings(path: Path, layout: str, config: MovieLensConfig, report: RowRe
 
 
 def link_ratings(raw: Dict[str, np.ndarray], user_keys: np.ndarray, movie_keys: np.ndarray,
-                 name: str, report: RowReport) -> core.Interactions:
+                 name: str, report: RowReport) -> Interactions:
     """Raw ids -> row ids; unknown ids and duplicates are counted, then dropped."""
     def lookup(keys, values):
         at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
@@ -436,8 +334,8 @@ def link_ratings(raw: Dict[str, np.ndarray], user_keys: np.ndarray, movie_keys: 
                 lines_where(name, np.sort(line[repeated[~same]])),
                 "the user rated the movie again later; the latest rating is kept")
     keep = np.sort(order[last])
-    return core.Interactions(user=user[keep], item=movie[keep],
-                             timestamp=raw["timestamp"][keep], rating=raw["rating"][keep])
+    return Interactions(user=user[keep], item=movie[keep],
+                        timestamp=raw["timestamp"][keep], rating=raw["rating"][keep])
 
 
 def _genre_names(src: Path) -> Tuple[str, ...]:
@@ -462,7 +360,7 @@ def prepare_movielens(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.P
 
     The directory appears complete or not at all (built beside it, renamed in).
     """
-    config = as_config(config)
+    config = as_config(MovieLensConfig, config)
     src = Path(src_dir)
     if not src.is_dir():
         raise MovieLensDataError(f"{src}: MovieLens source directory does not exist")
@@ -482,8 +380,8 @@ def prepare_movielens(src_dir: Union[str, os.PathLike], out_dir: Union[str, os.P
                    for table, p in paths.items() if p is not None},
     }
     with atomic_output(out_dir) as tmp:
-        manifest = core.build_prepared(tmp, NAME, catalogue, users, inter,
-                                       config.split_config(), report, extra)
+        manifest = build_prepared(tmp, NAME, catalogue, users, inter,
+                                  config.split_config(), report, extra)
     return manifest
 
 
@@ -494,6 +392,7 @@ def main(argv=None) -> int:
         src_help="directory with the MovieLens files",
         config_cls=MovieLensConfig, prepare=prepare_movielens,
     )
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

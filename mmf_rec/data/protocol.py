@@ -20,6 +20,8 @@ functions rather than restating them:
   row at time t are items that exist at t (first observed interaction at or
   before t) and exclude only the user's positives up to t. Warm splits draw
   from seen items, the cold split from cold items.
+* **History only from the past.** A row's ``history`` holds the user's
+  latest positives strictly before the row's time, never a cold item's.
 * **Sampled rows are marked.** Every prepared split has a boolean ``sampled``
   column beside ``label``.
 * **Scaling statistics** (mean and standard deviation of dense features)
@@ -29,6 +31,8 @@ functions rather than restating them:
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+
+from mmf_rec.schema import PAD_ID
 
 NEVER = np.iinfo(np.int64).max  # first-observed time of an item nobody touched
 
@@ -133,6 +137,33 @@ def sample_negatives(user: np.ndarray, time: np.ndarray, n_items: int, k: int,
         out.flat[todo[~taken]] = draw[~taken]
         todo, owner = todo[taken], owner[taken]
     return out
+
+
+def history_before(user: np.ndarray, time: np.ndarray,
+                   positives: Tuple[np.ndarray, np.ndarray, np.ndarray],
+                   history_len: int) -> np.ndarray:
+    """(rows, history_len) each row's user's latest ``positives`` (user, item,
+    time arrays; only those that count, e.g. no cold item) strictly before
+    the row's time, most recent first, PAD_ID padded.
+
+    Positives at the row's own time are left out, so neither a row nor its
+    negatives see that moment's basket; ties keep the positives' order.
+    """
+    source_user, source_item, source_time = positives
+    base = int(min(time.min(initial=0), source_time.min(initial=0)))
+    span = int(max(time.max(initial=0), source_time.max(initial=0))) - base + 1
+    shifted = source_time - base
+    order = np.lexsort((shifted, source_user))  # stable: input order kept within a time
+    keys = source_user[order] * span + shifted[order]
+    items = source_item[order]
+    end = np.searchsorted(keys, user * span + (time - base), side="left")
+    start = np.searchsorted(keys, user * span, side="left")
+    history = np.full((len(user), history_len), PAD_ID, dtype=np.int64)
+    for k in range(history_len):
+        position = end - 1 - k
+        ok = position >= start
+        history[ok, k] = items[position[ok]]
+    return history
 
 
 EXTREME_IQRS = 100.0  # this many interquartile ranges beyond a quartile is an entry error

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from mmf_rec.data import prepared as fmt
+from mmf_rec.data.prepared_layout import write_json
 from mmf_rec.errors import UserError
 from mmf_rec.files import umask
 
@@ -191,5 +191,5 @@ def write_report(root: Path, report: RowReport, extra: Optional[Mapping[str, Any
                  ) -> Dict[str, Any]:
     """``report.json`` next to the manifest; returns the manifest's entry for it."""
     data = {**report.to_dict(), **dict(extra or {})}
-    sha = fmt.write_json(root / REPORT_FILE, data)
+    sha = write_json(root / REPORT_FILE, data)
     return {"path": REPORT_FILE, "sha256": sha}

@@ -9,7 +9,7 @@ from mmf.modules.encoders import Encoder
 from omegaconf import MISSING, OmegaConf
 from torch import Tensor, nn
 
-from mmf_rec.encoders.config import structured_config
+from mmf_rec.structured_config import structured_config
 
 
 def mlp(dims: Sequence[int], final_activation: bool) -> nn.Sequential:

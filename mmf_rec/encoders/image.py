@@ -30,15 +30,12 @@ import torchvision
 from mmf.common.registry import registry
 from torch import Tensor, nn
 
-from mmf_rec.encoders.config import structured_config
+from mmf_rec.structured_config import structured_config
 from mmf_rec.encoders.tokens import TokenEncoder
+from mmf_rec.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmf_rec.log import get_logger
 
 logger = get_logger(__name__)
-
-# The normalisation both backbones' ImageNet weights were trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # MMF main's torchvision_resnet region layouts for num_output_features.
 _MMF_LAYOUTS = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1),

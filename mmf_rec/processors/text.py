@@ -15,8 +15,8 @@ from mmf.common.registry import registry
 from mmf.datasets.processors.processors import BaseProcessor
 from torch import Tensor
 
-from mmf_rec.encoders.config import structured_config
-from mmf_rec.encoders.text import load_tokenizer, resolve_model_dir, tokenizer_digest
+from mmf_rec.structured_config import structured_config
+from mmf_rec.text_model import load_tokenizer, resolve_model_dir, tokenizer_digest
 
 
 @registry.register_processor("kbrec_text_tokenizer")

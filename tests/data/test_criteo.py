@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmf_rec.data import criteo
+from mmf_rec.data import criteo, criteo_lines
 from mmf_rec.data.prepared import load_prepared
 from mmf_rec.data.report import DataInputError
 
@@ -33,7 +33,7 @@ def write_tsv(path, n, seed=0, opener=open):
 
 def test_parse_block_applies_dlrm_preprocessing():
     fields = ["1", "0", "-2", "", "10", *["7"] * 9, "68fd1e64", "", "ABCDEF01", *["1"] * 23]
-    chunk, n = criteo.parse_block(("\t".join(fields) + "\r\n").encode(), 1)
+    chunk, n = criteo_lines.parse_block(("\t".join(fields) + "\r\n").encode(), 1)
     assert n == 1 and chunk.label.tolist() == [1.0]
     dense, clipped = criteo.dense_transform(chunk)
     assert clipped == 1

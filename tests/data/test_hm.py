@@ -11,8 +11,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from mmf_rec.data import hm, prepared
+from mmf_rec.data import hm
 from mmf_rec.data.prepared import PreparedDataError, load_prepared
+from mmf_rec.data.prepared_layout import CLICK_PROB_COLUMN
+from mmf_rec.data.vocab import UNKNOWN
 from mmf_rec.schema import PAD_ID
 
 HM_SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hm_sample"
@@ -74,7 +76,7 @@ def test_sample_is_valid_prepared_data_without_a_click_model(data):
     assert data.schema.sparse_feature("history").max_len == 5
     assert data.manifest["oracle_auc"] is None
     for name in data.split_names:
-        assert prepared.CLICK_PROB_COLUMN not in data.split(name)
+        assert CLICK_PROB_COLUMN not in data.split(name)
     assert not any(data.manifest["dropped"].values())
 
 
@@ -187,7 +189,7 @@ def test_vocabularies_map_ids_back_to_values(data):
         assert vocab["colour_group"][ids[item]] == articles[article_id]["colour_group_name"]
     for f in data.schema.sparse:
         if f.name not in ("user_id", "item_id", "history"):
-            assert f.cardinality == len(vocab[f.name]) and vocab[f.name][0] == hm.UNKNOWN
+            assert f.cardinality == len(vocab[f.name]) and vocab[f.name][0] == UNKNOWN
 
 
 def test_photos_are_copied_by_item_and_gaps_are_recorded(data, hm_dir):

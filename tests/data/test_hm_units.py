@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from mmf_rec.data import hm
+from mmf_rec.data import hm, protocol
 from mmf_rec.schema import PAD_ID
 
 
-def test_history_before_day_excludes_the_same_day_and_cold_items():
-    purchases = hm.Purchases(user=np.array([0, 0, 0, 1, 0]), item=np.array([5, 6, 7, 8, 9]),
-                             day=np.array([1, 1, 2, 2, 3]))
+def test_history_excludes_the_same_day_and_cold_items():
     counted = np.array([True, True, True, True, False])  # item 9 is cold
-    history = hm.history_before_day(np.array([0, 0, 0, 1, 0]), np.array([1, 2, 3, 3, 4]),
-                                    purchases, counted, 3)
+    user, item, day = (np.array([0, 0, 0, 1, 0]), np.array([5, 6, 7, 8, 9]),
+                       np.array([1, 1, 2, 2, 3]))
+    history = protocol.history_before(np.array([0, 0, 0, 1, 0]), np.array([1, 2, 3, 3, 4]),
+                                      (user[counted], item[counted], day[counted]), 3)
     assert history.tolist() == [[PAD_ID] * 3, [6, 5, PAD_ID], [7, 6, 5], [8, PAD_ID, PAD_ID],
                                 [7, 6, 5]]
 

@@ -13,6 +13,7 @@ from mmf.common.registry import registry  # noqa: E402
 from mmf.utils.build import build_dataset  # noqa: E402
 
 from mmf_rec.data import builder, prepared, synthetic  # noqa: E402
+from mmf_rec.data.synthetic_config import GeneratorConfigError  # noqa: E402
 from mmf_rec.data.dataset import KBRecDataset  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def test_missing_data_without_generation_is_one_clear_error(tmp_path, tiny_confi
 def test_unknown_generator_key_is_one_clear_error(tmp_path, tiny_config):
     config = _config(tmp_path, tiny_config)
     config.generator.num_usres = 3
-    with pytest.raises(synthetic.GeneratorConfigError, match="generator: unknown keys.*num_usres"):
+    with pytest.raises(GeneratorConfigError, match="generator: unknown keys.*num_usres"):
         build_dataset("kbrec_synthetic", config, "train")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mmf_rec.data import prepared
+from mmf_rec.data import prepared_layout as layout
 from mmf_rec.data.prepared import PreparedDataError, load_prepared
 from mmf_rec.files import sha256_file
 
@@ -16,9 +17,9 @@ def _manifest(root):
 def _rewrite(root, split, column, array):
     """Replace a column and record it in the manifest, as a writer would."""
     manifest = _manifest(root)
-    entry = prepared.write_column(root / split, column, array)
+    entry = layout.write_column(root / split, column, array)
     manifest["splits"][split]["files"][column] = entry
-    prepared.write_manifest(root, manifest)
+    layout.write_manifest(root, manifest)
 
 
 def test_a_generated_directory_loads_memory_mapped(tiny_dir):
@@ -136,9 +137,9 @@ def test_descriptions_must_cover_every_item(tiny_copy):
     path = tiny_copy / "items" / "descriptions.json"
     manifest = _manifest(tiny_copy)
     texts = json.loads(path.read_text())
-    sha = prepared.write_json(path, texts[:-1])
+    sha = layout.write_json(path, texts[:-1])
     manifest["knowledge"]["description"]["sha256"] = sha
-    prepared.write_manifest(tiny_copy, manifest)
+    layout.write_manifest(tiny_copy, manifest)
     with pytest.raises(PreparedDataError, match=r"descriptions\.json: expected a list of 100 texts.*got 99"):
         load_prepared(tiny_copy)
 
@@ -149,8 +150,8 @@ def test_unknown_split_names_the_known_ones(tiny_dir):
 
 
 def test_writes_leave_no_temporary_files(tmp_path):
-    entry = prepared.write_column(tmp_path, "x", np.arange(5, dtype=np.int64))
-    prepared.write_manifest(tmp_path, {"schema": {}, "splits": {}})
+    entry = layout.write_column(tmp_path, "x", np.arange(5, dtype=np.int64))
+    layout.write_manifest(tmp_path, {"schema": {}, "splits": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "x.npy"]
     assert entry["shape"] == [5] and entry["dtype"] == "int64"
     assert entry["sha256"] == sha256_file(tmp_path / "x.npy")

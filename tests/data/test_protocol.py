@@ -8,6 +8,7 @@ from mmf_rec.data import interactions as core
 from mmf_rec.data import protocol
 from mmf_rec.data.prepared import load_prepared
 from mmf_rec.data.report import RowReport
+from mmf_rec.data.splits import SplitConfig
 
 # (time, user, item), implicit feedback. The periods (train_fraction 0.6,
 # val_fraction 0.2 of 10 rows): train t < 70, val 70 <= t < 90, test t >= 90.
@@ -23,7 +24,7 @@ def prepare(tmp_path, protocol_name="time", **config):
                                descriptions=[f"item {k}" for k in range(5)])
     users = core.Population(keys=[f"u{k}" for k in range(4)], categorical={}, vocab={},
                             dense_raw={"age": np.array(AGES)})
-    split = core.SplitConfig(protocol=protocol_name, labels="implicit",
+    split = SplitConfig(protocol=protocol_name, labels="implicit",
                              negatives_per_positive=2, train_fraction=0.6, val_fraction=0.2,
                              history_len=2, **config)
     root = tmp_path / "prepared"

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from mmf_rec.auc import roc_auc
-from mmf_rec.data import prepared, synthetic
+from mmf_rec.data import prepared, synthetic, synthetic_world as world
+from mmf_rec.data.synthetic_config import GeneratorConfig, GeneratorConfigError
 from mmf_rec.schema import PAD_ID
 
 
@@ -113,21 +114,21 @@ def test_oracle_auc_in_manifest_matches_the_stored_columns(tiny_dir):
 
 
 def test_descriptions_name_the_hidden_attributes(tiny_dir, tiny_config):
-    items = synthetic.make_items(tiny_config)
+    items = world.make_items(tiny_config)
     texts = prepared.load_prepared(tiny_dir).descriptions()
     assert len(texts) == tiny_config.num_items
     for i, text in enumerate(texts):
         lowered = text.lower()
-        assert synthetic.COLOURS[items.colour[i]][0] in lowered, text
-        assert synthetic.MATERIALS[items.material[i]] in lowered, text
-        assert synthetic.STYLES[items.style[i]] in lowered, text
+        assert world.COLOURS[items.colour[i]][0] in lowered, text
+        assert world.MATERIALS[items.material[i]] in lowered, text
+        assert world.STYLES[items.style[i]] in lowered, text
         assert f"brand {items.brand[i]}" in lowered, text
 
 
 def test_image_dominant_colour_is_the_item_colour(tiny_dir, tiny_config):
-    items = synthetic.make_items(tiny_config)
+    items = world.make_items(tiny_config)
     data = prepared.load_prepared(tiny_dir)
-    palette = np.array([rgb for _, rgb in synthetic.COLOURS], dtype=float)
+    palette = np.array([rgb for _, rgb in world.COLOURS], dtype=float)
     for i in range(tiny_config.num_items):
         image = np.asarray(Image.open(data.image_path(i)).convert("RGB"), dtype=float)
         assert image.shape == (tiny_config.image_size, tiny_config.image_size, 3)
@@ -148,15 +149,15 @@ def test_categoricals_are_in_range_and_consistent_with_the_item_table(tiny_dir):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(synthetic.GeneratorConfigError, match="num_userz"):
-        synthetic.GeneratorConfig.from_mapping({"num_userz": 3})
-    with pytest.raises(synthetic.GeneratorConfigError, match="val_fraction"):
-        synthetic.GeneratorConfig.from_mapping({"train_fraction": 0.9, "val_fraction": 0.2})
-    with pytest.raises(synthetic.GeneratorConfigError, match="num_items"):
-        synthetic.GeneratorConfig.from_mapping({"num_items": "many"})
-    with pytest.raises(synthetic.GeneratorConfigError, match="num_users: expected int, got 2.5"):
-        synthetic.GeneratorConfig.from_mapping({"num_users": 2.5})
-    assert synthetic.GeneratorConfig.from_mapping({"num_users": "40"}).num_users == 40
+    with pytest.raises(GeneratorConfigError, match="num_userz"):
+        GeneratorConfig.from_mapping({"num_userz": 3})
+    with pytest.raises(GeneratorConfigError, match="val_fraction"):
+        GeneratorConfig.from_mapping({"train_fraction": 0.9, "val_fraction": 0.2})
+    with pytest.raises(GeneratorConfigError, match="num_items"):
+        GeneratorConfig.from_mapping({"num_items": "many"})
+    with pytest.raises(GeneratorConfigError, match="num_users: expected int, got 2.5"):
+        GeneratorConfig.from_mapping({"num_users": 2.5})
+    assert GeneratorConfig.from_mapping({"num_users": "40"}).num_users == 40
 
 
 def test_generate_refuses_a_non_empty_directory(tmp_path, tiny_config):
@@ -180,8 +181,8 @@ def test_command_line_writes_a_loadable_directory(tmp_path):
 
 
 def _world(config):
-    items, users = synthetic.make_items(config), synthetic.make_users(config)
-    return items, users, synthetic.make_interactions(config, users, items)
+    items, users = world.make_items(config), world.make_users(config)
+    return items, users, world.make_interactions(config, users, items)
 
 
 def test_what_a_user_is_shown_follows_their_taste(tiny_config):
@@ -189,8 +190,8 @@ def test_what_a_user_is_shown_follows_their_taste(tiny_config):
     users, unless exposure_taste is 0 (exposure by popularity alone)."""
     def lift(config):
         items, users, inter = _world(config)
-        shown = synthetic.affinity(users, items, inter.user, inter.item)
-        others = synthetic.affinity(users, items, np.roll(inter.user, 7), inter.item)
+        shown = world.affinity(users, items, inter.user, inter.item)
+        others = world.affinity(users, items, np.roll(inter.user, 7), inter.item)
         return float(shown.mean() - others.mean())
 
     assert lift(tiny_config) > 0.3
@@ -213,7 +214,7 @@ def test_the_retrieval_oracle_ranks_test_clicks_above_popularity(tiny_config):
     rows = np.concatenate([inter.splits["test"], inter.splits["cold"]])
     rows = rows[inter.label[rows]]
     users = np.unique(inter.user[rows])
-    oracle = synthetic.oracle_scores(tiny_config, users)
+    oracle = world.oracle_scores(tiny_config, users)
     train = inter.splits["train"]
     popularity = np.bincount(inter.item[train][inter.label[train]], minlength=len(items))
 

@@ -8,7 +8,7 @@ from mmf.datasets.processors.processors import Processor
 from omegaconf import OmegaConf
 from PIL import Image
 
-from mmf_rec.encoders.image import IMAGENET_MEAN, IMAGENET_STD
+from mmf_rec.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmf_rec.processors.image import ImageProcessor
 
 LOGGER = "mmf_rec.processors.image"

@@ -1,4 +1,5 @@
-"""Turning whatever a caller passes as an encoder config into a checked one."""
+"""Turning whatever a caller passes as a component config (encoders,
+processors) into one checked against its dataclass."""
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
