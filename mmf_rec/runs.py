@@ -7,8 +7,14 @@ state of the evaluated, best checkpoint). mmf_rec models build themselves
 from their dataset (schema and item table come through MMF's registry), so
 loading one means: read the config, let the dataset's builder publish the
 data to the registry, build the model, load the weights.
+
+:func:`load_run` rebuilds the model alone (explanations, retrieval, scoring);
+:func:`load_trainer` builds MMF's whole trainer in test mode around it, for
+what needs MMF's own loaders and evaluation loop (``tools/quantize.py``).
 """
 
+import argparse
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,14 @@ class LoadedRun:
     dataset_name: str
     data_root: Path
     weights: Path
+
+    @functools.cached_property
+    def data(self):
+        """The prepared data the model was built from (``PreparedData``),
+        opened on first use."""
+        from mmf_rec.data.prepared import load_prepared
+
+        return load_prepared(self.data_root, verify_checksums=False, check_id_ranges=False)
 
 
 def _setup_mmf() -> None:
@@ -124,3 +138,48 @@ def load_run(path: PathLike, expect_model: Optional[str] = None,
     return LoadedRun(model=model, config=config, model_name=model_name,
                      dataset_name=dataset_name,
                      data_root=Path(registry.get(f"{dataset_name}_root")), weights=weights)
+
+
+def load_trainer(run_dir: PathLike, checkpoint: PathLike, out_dir: PathLike,
+                 allow_pickle: bool = False, opt_in: str = "allow_pickle=True"):
+    """MMF's trainer for the config of ``run_dir`` in test mode, logging under
+    ``out_dir``, with ``checkpoint`` loaded strictly and the model in eval
+    mode. ``opt_in`` is how the caller's user sets ``allow_pickle``."""
+    import mmf_rec.compat
+
+    mmf_rec.compat.apply()
+    from mmf.common.registry import registry
+    from mmf.utils.build import build_config, build_trainer
+    from mmf.utils.configuration import Configuration
+    from mmf.utils.env import set_seed, setup_imports
+    from mmf.utils.logger import Logger
+
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: --run takes an mmf_run env.save_dir")
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    setup_imports()
+    args = argparse.Namespace(config_override=None)
+    args.opts = [
+        f"config={config_file}",
+        "run_type=test",
+        f"env.save_dir={out_dir}",
+        "checkpoint.resume=False",
+        "training.tensorboard=False",
+    ]
+    configuration = Configuration(args)
+    configuration.args = args
+    config = configuration.get_config()
+    config.start_rank, config.device_id = 0, 0
+    config.training.seed = set_seed(config.training.seed)
+    registry.register("seed", config.training.seed)
+    config = build_config(configuration)
+    registry.register("writer", Logger(config, name=__name__))
+    trainer = build_trainer(config)
+    trainer.load()
+    state = safe_load.load_checkpoint(checkpoint, allow_pickle, opt_in=opt_in)
+    # MMF loads checkpoints non-strictly; a mismatch must not pass silently here.
+    trainer.model.load_state_dict(state.get("model", state))
+    trainer.model.eval()
+    return trainer

@@ -223,15 +223,16 @@ def test_warm_cold_plot_rows_are_the_models_that_ran(tmp_path):
 
 
 def test_generated_data_of_an_older_generator_is_made_again():
+    from mmf_rec.benchmark.runner import _outdated
     from mmf_rec.data import synthetic
 
     today = {"name": synthetic.NAME,
              "generator": {"generator_version": synthetic.GENERATOR_VERSION}}
     older = {"name": synthetic.NAME,
              "generator": {"generator_version": synthetic.GENERATOR_VERSION - 1}}
-    assert not benchmark._outdated(today)
-    assert benchmark._outdated(older)
-    assert not benchmark._outdated({"name": "movielens_100k"})  # prepared, not generated
+    assert not _outdated(today)
+    assert _outdated(older)
+    assert not _outdated({"name": "movielens_100k"})  # prepared, not generated
 
 
 def test_on_data_without_images_two_tower_runs_with_the_image_modality_off():

@@ -1,11 +1,11 @@
-"""Captum attributions of a small trained dlrm_mm (mmf_rec/explain.py, tools/explain.py).
+"""Captum attributions of a small trained dlrm_mm (mmf_rec/explain/, tools/explain.py).
 
 One tiny run is trained through MMF's own ``mmf_run`` (pretrained, offline
 MiniLM and EfficientNet-Lite0 backbones, cached; small d and data), then
-loaded back in-process and explained with real Captum, no mocks.
+loaded back in-process and explained with real Captum, no mocks. The check
+against the synthetic data's true click model is the tool's.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from tiny_runs import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMF_RUN = os.path.join(os.path.dirname(sys.executable), "mmf_run")
@@ -66,13 +68,20 @@ def run(tmp_path_factory):
 
     from mmf.common.registry import registry
 
-    from mmf_rec.explain import load_run
+    from mmf_rec.runs import load_run
 
     previous = registry.get("config", no_warning=True)
-    loaded = load_run(tmp / "save")
-    assert loaded.checkpoint.name == "dlrm_mm_final.pth"
+    loaded = load_run(tmp / "save", expect_model="dlrm_mm")
+    assert loaded.weights == tmp / "save" / "dlrm_mm_final.pth"
     yield loaded
     registry.register("config", previous)
+
+
+@pytest.fixture(scope="module")
+def cli():
+    """tools/explain.py: its main and its check against the synthetic data's
+    true click model."""
+    return load_tool("explain")
 
 
 def one_user(run, user=None):
@@ -100,7 +109,7 @@ def test_loaded_run_reproduces_the_runs_validation_auc(run):
     val = KBRecDataset(run.data, "val", dataset_name=run.data.name, dataset_type="test")
     batch = val.__getitems__(list(range(len(val))))
     scores = forward(run, batch).numpy()
-    with open(run.save_dir / "metrics.json") as f:
+    with open(run.weights.parent / "metrics.json") as f:
         reported = json.load(f)["val"]["auc"]
     assert abs(roc_auc(scores, batch["targets"].reshape(-1).numpy()) - reported) < 1e-4
 
@@ -108,7 +117,7 @@ def test_loaded_run_reproduces_the_runs_validation_auc(run):
 def test_token_inputs_rebuild_the_models_scores(run):
     """IG runs on the token vectors; the function of them that it
     differentiates is the model's score, not an approximation of it."""
-    from mmf_rec.explain import _score_from_tokens, _token_inputs
+    from mmf_rec.explain.tokens import score_from_tokens, token_inputs
 
     model = run.model
     sample = one_user(run)
@@ -117,9 +126,9 @@ def test_token_inputs_rebuild_the_models_scores(run):
     with torch.no_grad():
         expected = model.score_candidates(sample, model.encode_items(items))
         rows = {k: v.repeat_interleave(len(items), 0) for k, v in sample.items()}
-        inputs = _token_inputs(model, rows, items)
-        rebuilt = _score_from_tokens(model, tuple(inputs.tensors), inputs.masks,
-                                     *inputs.tensors.values())
+        inputs = token_inputs(model, rows, items)
+        rebuilt = score_from_tokens(model, tuple(inputs.tensors), inputs.masks,
+                                    *inputs.tensors.values())
     assert torch.allclose(rebuilt, expected, atol=1e-5), (rebuilt, expected)
     # the per-item history id vectors average to the model's history bag
     assert set(inputs.tensors) == {"user", "history_ids", "history_text", "history_image",
@@ -167,17 +176,18 @@ def test_convergence_delta_shrinks_with_more_steps(run):
 def test_zero_baseline_is_the_absent_pair(run):
     """The zero baseline scores like a pair with every token absent: the
     model's logit with all groups masked out."""
-    from mmf_rec.explain import _score_from_tokens, _token_inputs, explain
+    from mmf_rec.explain import explain
+    from mmf_rec.explain.tokens import score_from_tokens, token_inputs
 
     model = run.model
     sample = one_user(run)
     e = explain(model, sample, [10])[0]
-    inputs = _token_inputs(model, sample, torch.tensor([10]))
+    inputs = token_inputs(model, sample, torch.tensor([10]))
     masks = {k: torch.zeros_like(v) for k, v in inputs.masks.items()}
     masks["user"], masks["item"] = inputs.masks["user"], inputs.masks["item"]
     zeros = [torch.zeros_like(v) for v in inputs.tensors.values()]
     with torch.no_grad():
-        absent = _score_from_tokens(model, tuple(inputs.tensors), masks, *zeros)
+        absent = score_from_tokens(model, tuple(inputs.tensors), masks, *zeros)
     assert e.baseline_score == pytest.approx(float(absent), abs=1e-5)
 
 
@@ -220,12 +230,10 @@ def test_padding_gets_exactly_zero_attribution(run):
         assert np.all(e.tokens["text"][~text_mask] == 0.0)
 
 
-def test_true_click_model_groups(run):
+def test_true_click_model_groups(run, cli):
     """The ground truth itself: device carries nothing, and the hidden
     attributes (only in text and image) dominate, as the generator says."""
-    from mmf_rec.explain import synthetic_truth
-
-    truth = synthetic_truth(run.data.manifest["generator"], range(0, 300, 3), range(150))
+    truth = cli.synthetic_truth(run.data.manifest["generator"], range(0, 300, 3), range(150))
     assert sorted(truth) == sorted(GROUPS)
     assert truth["device"] == 0.0 and all(v > 0 for g, v in truth.items() if g != "device")
     top = sorted(truth, key=truth.get, reverse=True)[:3]
@@ -244,45 +252,42 @@ def test_spearman_matches_scipy():
 
 
 @pytest.mark.parametrize("baseline", ["zero", "mean"])
-def test_attributions_rank_groups_like_the_true_click_model(run, baseline):
+def test_attributions_rank_groups_like_the_true_click_model(run, cli, baseline):
     """The method is right, not only running: mean |attribution| per group
     follows the known click model, and the ignored group ranks at the bottom."""
-    from mmf_rec.explain import check_against_truth, global_importance
+    from mmf_rec.explain import global_importance
 
     result = global_importance(run.model, run.data, users=200, candidates=4,
                                baseline=baseline)
     assert result["pairs"] == 800 and result["users"] == 200
-    check = check_against_truth(result, run.data.manifest["generator"])
+    check = cli.check_against_truth(result, run.data.manifest["generator"])
     assert check["spearman"] > 0.6, check
     assert check["ignored"]["device"] >= len(GROUPS) - 2, check  # bottom three
     completeness = result["completeness"]
     assert completeness["mean_abs_delta"] < 0.02 * completeness["mean_abs_score_minus_baseline"]
 
 
-def test_the_check_rejects_an_untrained_model(run):
+def test_the_check_rejects_an_untrained_model(run, cli):
     """The control: the same architecture, untrained, fails the check (more
     tokens alone give text, image and history some mass, but not the order
     of the true click model, nor device at the bottom)."""
     from mmf.utils.build import build_model
 
-    from mmf_rec.explain import check_against_truth, global_importance
+    from mmf_rec.explain import global_importance
 
     torch.manual_seed(0)
     untrained = build_model(run.config.model_config.dlrm_mm).eval()
     result = global_importance(untrained, run.data, users=200, candidates=4)
-    check = check_against_truth(result, run.data.manifest["generator"])
+    check = cli.check_against_truth(result, run.data.manifest["generator"])
     assert check["spearman"] < 0.6 or check["ignored"]["device"] < len(GROUPS) - 2, check
 
 
-def test_cli_writes_pictures_and_json(run, tmp_path, capsys):
+def test_cli_writes_pictures_and_json(run, cli, tmp_path, capsys):
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location("explain_cli", os.path.join(REPO, "tools",
-                                                                               "explain.py"))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     user = int(one_user(run)["sparse_user_id"][0, 0])
-    assert cli.main(["--run", str(run.save_dir), "--user", str(user), "--item", "4",
+    save_dir = run.weights.parent
+    assert cli.main(["--run", str(save_dir), "--user", str(user), "--item", "4",
                      "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "contributions per feature group" in printed and "top words" in printed
@@ -291,7 +296,7 @@ def test_cli_writes_pictures_and_json(run, tmp_path, capsys):
     assert set(single["groups"]) == set(GROUPS) and single["item_id"] == 4
     assert Image.open(tmp_path / f"u{user}_i4.png").size[0] > 500
 
-    assert cli.main(["--run", str(run.save_dir), "--global", "--users", "40",
+    assert cli.main(["--run", str(save_dir), "--global", "--users", "40",
                      "--out", str(tmp_path)]) == 0
     with open(tmp_path / "global.json") as f:
         overall = json.load(f)

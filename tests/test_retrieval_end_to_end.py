@@ -8,14 +8,12 @@ import sys
 
 import pytest
 
+from tiny_runs import load_tool
+
+from mmf_rec.retrieval import build_index, recommend
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMF_RUN = os.path.join(os.path.dirname(sys.executable), "mmf_run")
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import build_index  # noqa: E402
-import evaluate_retrieval  # noqa: E402
-import export_zoo  # noqa: E402
-import recommend  # noqa: E402
 
 TINY = [
     "dataset_config.kbrec_synthetic.generator.num_users=300",
@@ -145,7 +143,7 @@ def test_pipeline_evaluation_report(runs):
     if not (retriever / "index").is_dir():
         build_index.main(["--retriever", str(retriever)])
     out = tmp_path / "eval.json"
-    assert evaluate_retrieval.main([
+    assert load_tool("evaluate_retrieval").main([
         "--retriever", str(retriever), "--ranker", str(ranker), "--out", str(out),
         "--k-retrieve", "50", "--max-queries", "60", "--latency", "5", "--threads", "1"]) == 0
     report = json.loads(out.read_text())
@@ -169,9 +167,10 @@ def test_a_pipeline_bundle_from_the_zoo_recommends_as_its_runs(runs, tmp_path, c
     zoo_file = tmp_path / "zoo.yaml"
     monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
     monkeypatch.setenv("MMF_REC_ZOO_CACHE", str(tmp_path / "zoo_cache"))
-    assert export_zoo.main(["--bundle", "--key", "kbrec.pipeline.tiny", "--retriever",
-                            str(retriever), "--ranker", str(ranker), "--out",
-                            str(tmp_path / "archives"), "--zoo", str(zoo_file)]) == 0
+    from mmf_rec import zoo
+
+    zoo.export_bundle("kbrec.pipeline.tiny", retriever, retriever / "index", ranker,
+                      out_dir=tmp_path / "archives", zoo_file=zoo_file)
     capsys.readouterr()
     common = ["--user", "7", "--k-retrieve", "50"]
     assert recommend.main(["--retriever", str(retriever), "--ranker", str(ranker),
@@ -180,8 +179,6 @@ def test_a_pipeline_bundle_from_the_zoo_recommends_as_its_runs(runs, tmp_path, c
     assert recommend.main(["--zoo", "kbrec.pipeline.tiny", *common]) == 0
     assert capsys.readouterr().out == from_runs
     # the fetched parts are the checked copies in the zoo cache, not the runs
-    from mmf_rec import zoo
-
     parts = zoo.fetch_bundle("kbrec.pipeline.tiny")
     assert str(parts["index"]).startswith(str(tmp_path / "zoo_cache"))
     assert parts["ranker"].name == "dlrm_mm.pth"

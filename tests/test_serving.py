@@ -5,9 +5,7 @@ requests and the server's limits: tests/serving/test_bad_requests.py."""
 
 import asyncio
 import json
-import os
 import re
-import sys
 import threading
 import time
 import urllib.error
@@ -16,9 +14,7 @@ import urllib.request
 import pytest
 
 from mmf_rec.serving.batcher import BatchConfig, BatcherClosed, DynamicBatcher
-from tiny_runs import REPO, environment, serve_cli
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
+from tiny_runs import environment, load_tool, serve_cli
 
 
 # -- the batcher ---------------------------------------------------------------------------
@@ -354,7 +350,7 @@ def test_metrics_count_requests_latency_and_batches(service):
 
 
 def test_loadgen_reports_latency_percentiles_against_the_service(service, tmp_path, capsys):
-    import loadgen
+    loadgen = load_tool("loadgen")
 
     out = tmp_path / "load.json"
     assert loadgen.main(["--url", service.url, "--rate", "100", "--requests", "40",
@@ -367,7 +363,7 @@ def test_loadgen_reports_latency_percentiles_against_the_service(service, tmp_pa
 
 
 def test_loadgen_sweep_writes_provenance_saturation_and_a_plot(service, tmp_path):
-    import loadgen
+    loadgen = load_tool("loadgen")
 
     out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
     assert loadgen.main(["--url", service.url, "--sweep", "40,80", "--requests", "20",
@@ -384,7 +380,7 @@ def test_loadgen_sweep_writes_provenance_saturation_and_a_plot(service, tmp_path
 
 
 def test_loadgen_percentiles_and_target():
-    import loadgen
+    loadgen = load_tool("loadgen")
 
     values = list(range(1, 101))
     assert loadgen.percentile(values, 50) == 50 and loadgen.percentile(values, 99) == 99
@@ -412,14 +408,13 @@ def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, serv
                                                              monkeypatch):
     """serve.py --zoo KEY: the bundle's parts come out of the zoo cache, and a
     user's answer is the one the service built from the runs gives."""
-    import export_zoo
+    from mmf_rec import zoo
 
     zoo_file, cache = tmp_path / "zoo.yaml", tmp_path / "zoo_cache"
     monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
-    assert export_zoo.main(["--bundle", "--key", "kbrec.pipeline.serving", "--retriever",
-                            str(serving_runs / "two_tower"), "--ranker",
-                            str(serving_runs / "dlrm_mm"), "--out", str(tmp_path / "archives"),
-                            "--zoo", str(zoo_file)]) == 0
+    zoo.export_bundle("kbrec.pipeline.serving", serving_runs / "two_tower",
+                      serving_runs / "two_tower" / "index", serving_runs / "dlrm_mm",
+                      out_dir=tmp_path / "archives", zoo_file=zoo_file)
     env = environment(serving_runs, MMF_REC_MODEL_ZOO=zoo_file, MMF_REC_ZOO_CACHE=cache)
     # the settings of the `service` fixture
     with serve_cli("--zoo", "kbrec.pipeline.serving", "--k-retrieve", "50", "--max-k", "20",
@@ -442,7 +437,7 @@ def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, serv
         assert [i["item_id"] for i in answer["demoted"]] == \
             [i["item_id"] for i in expected["demoted"]]
     # loadgen starts the same bundle itself
-    import loadgen
+    loadgen = load_tool("loadgen")
 
     for key in ("MMF_CACHE_DIR", "OMP_NUM_THREADS", "MMF_REC_MODEL_ZOO", "MMF_REC_ZOO_CACHE"):
         monkeypatch.setenv(key, env[key])
@@ -462,8 +457,8 @@ def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, serv
      "--zoo brings its own index and ranker: leave out --index and --ranker"),
 ])
 def test_serve_and_recommend_refuse_the_same_pipeline_arguments(argv, message, capsys):
-    import recommend
-    import serve
+    from mmf_rec.retrieval import recommend
+    from mmf_rec.serving import cli as serve
 
     for main, extra in ((serve.main, []), (recommend.main, ["--user", "1"])):
         with pytest.raises(SystemExit) as stop:
@@ -473,7 +468,7 @@ def test_serve_and_recommend_refuse_the_same_pipeline_arguments(argv, message, c
 
 
 def test_serve_with_an_unknown_zoo_key_says_so_in_one_line(tmp_path, monkeypatch, capsys):
-    import serve
+    from mmf_rec.serving import cli as serve
 
     zoo_file = tmp_path / "zoo.yaml"
     zoo_file.write_text("kbrec: {}\n")

@@ -93,12 +93,22 @@ def train_pipeline(tmp):
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     for model, process in processes.items():
         assert process.wait(timeout=600) == 0, (tmp / f"{model}.log").read_text()[-3000:]
-    if os.path.join(REPO, "tools") not in sys.path:
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-    import build_index  # in this process: torch and mmf are loaded already
+    from mmf_rec.retrieval import build_index  # in this process: torch and mmf are loaded
 
     assert build_index.main(["--retriever", str(tmp / "two_tower")]) == 0
     return tmp
+
+
+def load_tool(name):
+    """``tools/<name>.py`` as a module of its own, loaded from its file
+    (tools/ stays off ``sys.path``): for a tool whose functions a test calls."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tools_{name}",
+                                                  os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextlib.contextmanager

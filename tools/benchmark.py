@@ -4,7 +4,7 @@
     python tools/benchmark.py --table results/ml100k-time/results.json
 
 Suites: synthetic, ml100k-loo, ml100k-time, hm-sample. The logic lives in
-``mmf_rec/benchmark.py``.
+``mmf_rec/benchmark/``.
 """
 
 import sys

@@ -3,11 +3,12 @@
     python tools/quantize.py --run SAVE_DIR [--precision int8 fp16 int4]
 
 Loads ``SAVE_DIR/config.yaml`` and the run's best checkpoint into the
-model through MMF's own builders, evaluates the test split (and the extra
-splits, e.g. cold items) in float32 and after row-wise quantization of every
-sparse encoder's tables (``mmf_rec.encoders.quantize``), and reports the
-tables' bytes, AUC / log loss and their change, and inference latency per
-batch (median of interleaved repeats). ``--save`` also writes each quantized
+model through MMF's own builders (``mmf_rec.runs.load_trainer``), evaluates
+the test split (and the extra splits, e.g. cold items) in float32 and after
+row-wise quantization of every sparse encoder's tables
+(``mmf_rec.encoders.quantize``), and reports the tables' bytes, AUC / log
+loss and their change, and inference latency per batch (median of
+interleaved repeats). ``--save`` also writes each quantized
 model's state dict (``quantized_<precision>.pt``, loadable into a model
 passed through ``quantize_model``). ``--time-training N`` also times N
 training steps of the float model (forward, backward, optimizer step), which
@@ -24,49 +25,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
-
-
-def load_trainer(run_dir: Path, checkpoint: Path, out_dir: Path, allow_pickle: bool = False):
-    """MMF's trainer for the run's config in test mode, with the checkpoint loaded strictly."""
-    import mmf_rec.compat
-
-    mmf_rec.compat.apply()
-    from mmf_rec import safe_load
-    from mmf.common.registry import registry
-    from mmf.utils.build import build_config, build_trainer
-    from mmf.utils.configuration import Configuration
-    from mmf.utils.env import set_seed, setup_imports
-    from mmf.utils.logger import Logger
-
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: --run takes an mmf_run env.save_dir")
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
-    setup_imports()
-    args = argparse.Namespace(config_override=None)
-    args.opts = [
-        f"config={config_file}",
-        "run_type=test",
-        f"env.save_dir={out_dir}",
-        "checkpoint.resume=False",
-        "training.tensorboard=False",
-    ]
-    configuration = Configuration(args)
-    configuration.args = args
-    config = configuration.get_config()
-    config.start_rank, config.device_id = 0, 0
-    config.training.seed = set_seed(config.training.seed)
-    registry.register("seed", config.training.seed)
-    config = build_config(configuration)
-    registry.register("writer", Logger(config, name="mmf.quantize"))
-    trainer = build_trainer(config)
-    trainer.load()
-    state = safe_load.load_checkpoint(checkpoint, allow_pickle, opt_in="--allow-pickle")
-    # MMF loads checkpoints non-strictly; a mismatch must not pass silently here.
-    trainer.model.load_state_dict(state.get("model", state))
-    trainer.model.eval()
-    return trainer
 
 
 def split_metrics(trainer) -> Dict[str, Dict[str, float]]:
@@ -157,6 +115,7 @@ def measure(run_dir: Path, precisions: List[str], checkpoint: Path = None, out_d
     from mmf_rec.encoders.quantize import (
         PRECISIONS, quantize_model, replace_sparse_encoders, unfused_encoder,
     )
+    from mmf_rec.runs import load_trainer
 
     for precision in precisions:
         if precision not in PRECISIONS:
@@ -164,7 +123,7 @@ def measure(run_dir: Path, precisions: List[str], checkpoint: Path = None, out_d
     run_dir = Path(run_dir)
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "best.ckpt"
     out_dir = Path(out_dir) if out_dir else run_dir / "quantized"
-    trainer = load_trainer(run_dir, checkpoint, out_dir, allow_pickle)
+    trainer = load_trainer(run_dir, checkpoint, out_dir, allow_pickle, opt_in="--allow-pickle")
     model = trainer.model
     models = {"fp32": model}
     # Quantized tables are looked up one by one: this separates the cost of
