@@ -54,9 +54,9 @@ class LoadedRun:
 
 def _setup_mmf() -> None:
     import mmf_rec
-    import mmf_rec.compat
+    import mmf_rec.plugin
 
-    mmf_rec.compat.apply()
+    mmf_rec.plugin.apply()
     mmf_rec.setup_imports()
 
 
@@ -145,9 +145,9 @@ def load_trainer(run_dir: PathLike, checkpoint: PathLike, out_dir: PathLike,
     """MMF's trainer for the config of ``run_dir`` in test mode, logging under
     ``out_dir``, with ``checkpoint`` loaded strictly and the model in eval
     mode. ``opt_in`` is how the caller's user sets ``allow_pickle``."""
-    import mmf_rec.compat
+    import mmf_rec.plugin
 
-    mmf_rec.compat.apply()
+    mmf_rec.plugin.apply()
     from mmf.common.registry import registry
     from mmf.utils.build import build_config, build_trainer
     from mmf.utils.configuration import Configuration

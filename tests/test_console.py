@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from tiny_runs import REPO, command, environment, run
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 TRAIN = ["training.batch_size=256", "training.max_updates=40", "training.log_interval=20",
          "training.evaluation_interval=20", "training.checkpoint_interval=20"]

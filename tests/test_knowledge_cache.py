@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf_rec.encoders.text import TransformerEncoder  # noqa: E402
 from mmf_rec.knowledge_cache import build_or_load, source_fingerprint  # noqa: E402

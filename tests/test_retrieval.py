@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 
 import mmf_rec  # noqa: E402

@@ -6,9 +6,9 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf_rec.run_dir import SaveDirInUse, check_save_dir, config_fingerprint  # noqa: E402
 

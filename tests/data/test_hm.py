@@ -319,9 +319,9 @@ def _builder_config(data_dir, **overrides):
 
 
 def test_mmf_builds_kbrec_prepared_on_the_hm_sample_and_reads_a_batch(hm_dir, data):
-    import mmf_rec.compat
+    import mmf_rec.plugin
 
-    mmf_rec.compat.apply()
+    mmf_rec.plugin.apply()
     import torch
     from mmf.common.registry import registry
     from mmf.utils.build import build_dataset
@@ -343,9 +343,9 @@ def test_mmf_builds_kbrec_prepared_on_the_hm_sample_and_reads_a_batch(hm_dir, da
 
 
 def test_kbrec_prepared_without_data_dir_says_how_to_make_one():
-    import mmf_rec.compat
+    import mmf_rec.plugin
 
-    mmf_rec.compat.apply()
+    mmf_rec.plugin.apply()
     from mmf.utils.build import build_dataset
 
     from mmf_rec.data import builder

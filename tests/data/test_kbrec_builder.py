@@ -5,9 +5,9 @@ import os
 import pytest
 from omegaconf import OmegaConf
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf.common.registry import registry  # noqa: E402
 from mmf.utils.build import build_dataset  # noqa: E402

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf.common.batch_collator import BatchCollator  # noqa: E402
 from mmf.common.registry import registry  # noqa: E402

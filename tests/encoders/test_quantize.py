@@ -195,9 +195,9 @@ def test_quantize_model_swaps_every_sparse_encoder():
 
 # -- a registered model, built by MMF from yaml -------------------------------------------
 def test_dlrm_with_compressed_tables_from_yaml_trains_and_quantizes():
-    import mmf_rec.compat
+    import mmf_rec.plugin
 
-    mmf_rec.compat.apply()
+    mmf_rec.plugin.apply()
     from mmf.common.registry import registry
     from mmf.common.sample import SampleList
     from mmf.utils.build import build_model

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 import mmf.utils.download as download  # noqa: E402
 

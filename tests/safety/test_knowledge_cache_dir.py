@@ -1,9 +1,9 @@
 """dlrm_mm's knowledge cache goes under the run's cache root, never into the
 prepared data directory (which may be read-only or shared)."""
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 import mmf_rec  # noqa: E402
 from mmf.common.registry import registry  # noqa: E402

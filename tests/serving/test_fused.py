@@ -5,9 +5,9 @@ whose history is partly or wholly padding."""
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 import mmf_rec  # noqa: E402
 from tiny_models import TINY_DATA, TINY_ENCODERS, build_tiny, sample_batch  # noqa: E402
