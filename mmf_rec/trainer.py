@@ -148,7 +148,7 @@ class KBRecTrainer(RunResults, BaseTrainer):
         write_predictions(self, dataset_type)
 
     # -- several processes, mixed precision, embedding gradients ----------------
-    # (mmf_rec/distributed.py; MMF rc10 runs processes only on CUDA devices)
+    # (mmf_rec/distributed/; MMF rc10 runs processes only on CUDA devices)
     def _set_device(self):
         super()._set_device()
         if not distributed.uses_cuda(self.config):

@@ -1,5 +1,5 @@
 """The model zoo: export a run, load it back by key offline, and every way
-it can fail with one clear error (mmf_rec/zoo.py, tools/export_zoo.py)."""
+it can fail with one clear error (mmf_rec/zoo/, tools/export_zoo.py)."""
 
 import json
 import os

@@ -56,6 +56,7 @@ GLOO_SCRIPT = """
 import os, sys
 import torch, torch.distributed as dist
 from mmf_rec import distributed
+from mmf_rec.distributed import launch
 
 def worker(rank, world, port):
     dist.init_process_group("gloo", init_method=f"tcp://localhost:{port}",
@@ -79,7 +80,7 @@ def worker(rank, world, port):
     dist.destroy_process_group()
 
 if __name__ == "__main__":
-    port = distributed._free_port()
+    port = launch._free_port()
     torch.multiprocessing.start_processes(worker, args=(2, port), nprocs=2,
                                           start_method="fork")
     print("ok")
