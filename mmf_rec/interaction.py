@@ -1,14 +1,16 @@
-"""Feature-interaction operators: pure tensor functions, no parameters.
+"""Feature-interaction operators, with no parameters: pure tensor functions,
+and the arches that models compose them as.
 
-Models compose these with registered encoders; keeping them pure lets them be
-tested directly against naive definitions.
+Keeping the operators pure lets them be tested directly against naive
+definitions; the arches fix their settings at construction and say how wide
+their output is, which is what sizes the over arch that reads it.
 """
 
 from functools import lru_cache
-from typing import Optional
+from typing import Iterable, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @lru_cache(maxsize=64)
@@ -92,3 +94,58 @@ def masked_mean(vectors: Tensor, mask: Tensor) -> Tensor:
     zeros where no vector is valid."""
     weights = mask.to(vectors.dtype).unsqueeze(-1)
     return (vectors * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
+
+
+class DotInteraction(nn.Module):
+    """DLRM's interaction arch: ``dot_interaction`` of one dense vector and
+    ``num_sparse`` sparse vectors of size ``dim``."""
+
+    def __init__(self, num_sparse: int, dim: int, self_interaction: bool = False):
+        super().__init__()
+        self.num_sparse = int(num_sparse)
+        self.dim = int(dim)
+        self.self_interaction = bool(self_interaction)
+
+    @property
+    def output_size(self) -> int:
+        return dot_interaction_size(self.num_sparse, self.dim, self.self_interaction)
+
+    def forward(self, dense: Tensor, sparse: Tensor) -> Tensor:
+        if sparse.dim() == 3 and sparse.shape[1] != self.num_sparse:
+            raise ValueError(f"DotInteraction: built for {self.num_sparse} sparse vectors, "
+                             f"got {sparse.shape[1]}")
+        return dot_interaction(dense, sparse, self.self_interaction)
+
+    def extra_repr(self) -> str:
+        return f"num_sparse={self.num_sparse}, dim={self.dim}, " \
+               f"self_interaction={self.self_interaction}"
+
+
+class LateInteraction(nn.Module):
+    """Late-interaction arch: the ``maxsim`` of every query token against each
+    group of doc tokens on its own, so that a token is matched against one
+    kind of content at a time (an image vector against image regions, not
+    against words). The output (N, groups * Q) is group-major."""
+
+    def __init__(self, num_query_tokens: int, num_groups: int):
+        super().__init__()
+        self.num_query_tokens = int(num_query_tokens)
+        self.num_groups = int(num_groups)
+
+    @property
+    def output_size(self) -> int:
+        return self.num_query_tokens * self.num_groups
+
+    def forward(self, query: Tensor, query_mask: Optional[Tensor],
+                groups: Iterable[Tuple[Tensor, Optional[Tensor]]]) -> Tensor:
+        """``query`` (N, Q, d) and its mask (N, Q); ``groups`` the (doc
+        tokens (N, D_g, d), doc mask (N, D_g)) of each group."""
+        groups = list(groups)
+        if len(groups) != self.num_groups or query.shape[-2] != self.num_query_tokens:
+            raise ValueError(
+                f"LateInteraction: built for {self.num_query_tokens} query tokens against "
+                f"{self.num_groups} groups, got {query.shape[-2]} against {len(groups)}")
+        return torch.cat([maxsim(query, doc, query_mask, mask) for doc, mask in groups], 1)
+
+    def extra_repr(self) -> str:
+        return f"num_query_tokens={self.num_query_tokens}, num_groups={self.num_groups}"

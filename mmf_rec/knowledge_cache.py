@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,24 +59,17 @@ def source_fingerprint(paths: Sequence[os.PathLike], extra: Any = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def default_dir() -> Path:
-    """``<env.cache_dir>/knowledge_cache``: the run's cache root (MMF's
-    ``$MMF_CACHE_DIR``, else ``~/.cache/torch/mmf``), not the prepared data
-    directory, which may be read-only or shared. Entries are keyed by encoder
-    and item data, so one root serves every dataset."""
-    from mmf.common.registry import registry
-
-    root = None
-    config = registry.get("config", no_warning=True)
-    try:
-        root = config.env.cache_dir
-    except Exception:  # outside a run, or an unresolvable value
-        pass
-    if not root:
+def default_dir(cache_root: Optional[os.PathLike] = None) -> Path:
+    """``<cache_root>/knowledge_cache``: a cache root (a run's
+    ``env.cache_dir``; by default MMF's ``$MMF_CACHE_DIR``, else
+    ``~/.cache/torch/mmf``), not the prepared data directory, which may be
+    read-only or shared. Entries are keyed by encoder and item data, so one
+    root serves every dataset."""
+    if not cache_root:
         from mmf.utils.configuration import resolve_cache_dir
 
-        root = resolve_cache_dir("MMF_CACHE_DIR")
-    return Path(os.path.expanduser(str(root))) / "knowledge_cache"
+        cache_root = resolve_cache_dir("MMF_CACHE_DIR")
+    return Path(os.path.expanduser(str(cache_root))) / "knowledge_cache"
 
 
 def _entry_dir(cache_dir: Path, name: str, key: str) -> Path:

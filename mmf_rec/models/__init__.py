@@ -1,1 +1,3 @@
-from mmf_rec.models import dlrm, dlrm_mm, two_tower  # noqa: F401
+from mmf_rec.models import dlrm, dlrm_mm, two_tower
+
+__all__ = ["dlrm", "dlrm_mm", "two_tower"]

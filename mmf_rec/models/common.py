@@ -1,7 +1,15 @@
-"""Glue every mmf_rec model shares: schema lookup, encoder building, inputs."""
+"""MMF glue every registered model shares: a run's config and registry turned
+into constructor arguments (schema, prepared data, encoders, tensors).
 
-from typing import Dict, Sequence
+The models themselves (``DLRMNet``, ``LateInteractionNet``, ``TwoTowerNet``)
+and their arches take those arguments and never read the registry; only the
+registered models' ``build()`` calls what is here.
+"""
 
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
 from mmf.common.registry import registry
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -51,6 +59,24 @@ def dataset_schema() -> Schema:
     return schemas[names[0]]
 
 
+def dataset_data():
+    """The run's prepared data (``PreparedData``), opened without the checks
+    its builder has already made."""
+    from mmf_rec.data.prepared import load_prepared
+
+    return load_prepared(dataset_root(), verify_checksums=False, check_id_ranges=False)
+
+
+def run_cache_root() -> Optional[str]:
+    """The run's ``env.cache_dir`` (where knowledge caches go); None outside a
+    run, or when the value does not resolve."""
+    config = registry.get("config", no_warning=True)
+    try:
+        return config.env.cache_dir or None
+    except Exception:
+        return None
+
+
 def build_encoder(encoder_type: str, params, **kwargs) -> nn.Module:
     """Instantiate a registered encoder from its type and params (each
     encoder checks its params against its own dataclass Config)."""
@@ -62,8 +88,9 @@ def build_encoder(encoder_type: str, params, **kwargs) -> nn.Module:
 
 
 def build_bottom_mlp(config, dim: int, num_dense: int) -> nn.Module:
-    """The dense encoder (bottom MLP) of a model whose dense vector joins the
-    interaction with d-dimensional embeddings, so it must end at d."""
+    """The dense arch (the dense encoder, DLRM's bottom MLP) of a model whose
+    dense vector joins the interaction with d-dimensional embeddings, so it
+    must end at d."""
     params = OmegaConf.to_container(config.dense_encoder.params, resolve=True)
     hidden = list(params.get("hidden_dims") or [])
     if not hidden or hidden[-1] != dim:
@@ -75,7 +102,43 @@ def build_bottom_mlp(config, dim: int, num_dense: int) -> nn.Module:
     return build_encoder(config.dense_encoder.type, {**params, "in_dim": num_dense})
 
 
+def build_side_encoders(config, schema: Schema, dim: int, user_features: Sequence[str],
+                        item_features: Sequence[str]) -> Tuple[nn.Module, nn.Module]:
+    """The user side's and the item side's sparse encoders (in that order),
+    from one ``sparse_encoder`` config: per-feature ``tables`` go to the side
+    that encodes the feature (each encoder rejects tables for features it
+    does not encode)."""
+    sparse = node_params(config.sparse_encoder.get("params"))
+    sparse["embedding_dim"] = dim
+    tables = sparse.pop("tables", None) or {}
+    for name in tables:
+        schema.sparse_feature(name)  # named in the schema, or a clear error
+
+    def side(features):
+        own = {name: table for name, table in tables.items() if name in features}
+        return {**sparse, "features": list(features), "tables": own}
+
+    user = build_encoder(config.sparse_encoder.type, side(user_features), schema=schema)
+    item = build_encoder(config.sparse_encoder.type, side(item_features), schema=schema)
+    return user, item
+
+
+def item_attributes(data, features: Sequence[str]) -> Tensor:
+    """(num_items, F) ids of the item table's columns ``features``."""
+    return torch.stack([torch.from_numpy(np.array(data.items[name][:, 0]))
+                        for name in features], 1)
+
+
+def seen_items(data) -> Tensor:
+    """(num_items,) bool: items with an observed training row (see
+    ``mmf_rec.data.protocol``)."""
+    from mmf_rec.data import protocol
+
+    return torch.from_numpy(protocol.seen_in_training(data))
+
+
 def sparse_inputs(sample_list, names: Sequence[str]) -> Dict[str, Tensor]:
     """The batch's id tensors, keyed by feature name (datasets store them as
     ``sparse_<name>``)."""
     return {name: sample_list[f"sparse_{name}"] for name in names}
+

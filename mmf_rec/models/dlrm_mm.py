@@ -1,6 +1,6 @@
 """The multimodal late-interaction ranker (``dlrm_mm``).
 
-Both sides become sets of d-vectors ("tokens"):
+Both sides become sets of d-vectors ("tokens", ``mmf_rec.models.tokens``):
 - user side: the dense features through the bottom MLP, each user
   categorical feature, the pooled history bag, and one text and one image
   vector per history item;
@@ -8,159 +8,117 @@ Both sides become sets of d-vectors ("tokens"):
   and the image's grid regions.
 Interaction features are, for every user token, its MaxSim over the item's
 tokens (ColBERT-style, masked), and DLRM's pairwise dot products of the
-pooled vectors of each group; a top MLP turns them into a click logit.
+pooled vectors of each group; an over arch turns them into a click logit.
 
 The item side depends only on the item id (its attributes come from the
-prepared item table, its knowledge from the cache), so ``encode_items`` can
-run once per catalogue and ``score`` ranks one user against K candidates in
-one batched call.
+item table, its knowledge from the cache), so ``encode_items`` can run once
+per catalogue and ``score`` ranks one user against K candidates in one
+batched call.
 """
 
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from mmf.common.registry import registry
 from mmf.models.base_model import BaseModel
 from torch import Tensor, nn
 
-from mmf_rec.data import protocol
-from mmf_rec.data.prepared import load_prepared
-from mmf_rec.encoders.dense import mlp
-from mmf_rec.interaction import dot_interaction, dot_interaction_size, masked_mean, maxsim
+from mmf_rec.interaction import DotInteraction, LateInteraction
 from mmf_rec.models.common import (
     build_bottom_mlp,
-    build_encoder,
-    node_params,
-    dataset_root,
+    build_side_encoders,
+    dataset_data,
     dataset_schema,
+    item_attributes,
+    seen_items,
     sparse_inputs,
 )
+from mmf_rec.models.ids import ItemAttributes
 from mmf_rec.models.knowledge import build_item_knowledge
+from mmf_rec.models.over_arch import OverArch
+from mmf_rec.models.tokens import ItemTokens, Side, UserTokens
 from mmf_rec.paths import config_path
-from mmf_rec.schema import PAD_ID
+from mmf_rec.schema import Schema
+
+__all__ = ["MODALITIES", "Side", "LateInteractionNet", "DLRMMultimodal", "side_features"]
 
 MODALITIES = ("text", "image")
 
 
-@dataclass
-class Side:
-    """One side's tokens (N, T, d) with mask (N, T), made of groups of
-    ``group_sizes`` tokens (attributes, text, image, ...), and one pooled
-    vector per group (N, G, d) for the dot interaction."""
-
-    tokens: Tensor
-    mask: Tensor
-    pooled: Tensor
-    group_sizes: Tuple[int, ...]
-
-    def expand(self, n: int) -> "Side":
-        return Side(
-            self.tokens.expand(n, -1, -1), self.mask.expand(n, -1),
-            self.pooled.expand(n, -1, -1), self.group_sizes,
-        )
-
-    @classmethod
-    def from_groups(cls, groups: List[Tuple[Tensor, Tensor]], pooled: List[Tensor]) -> "Side":
-        """Side from (tokens, mask) groups and the pooled vectors of each."""
-        tokens, masks = zip(*groups)
-        sizes = tuple(t.shape[1] for t in tokens)
-        return cls(torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, 1), sizes)
-
-    def groups(self):
-        """(tokens, mask) of each group."""
-        return zip(self.tokens.split(self.group_sizes, 1), self.mask.split(self.group_sizes, 1))
+def side_features(schema: Schema, history_feature: Optional[str] = None
+                  ) -> Tuple[List[str], List[str]]:
+    """(user-side, item-side) sparse feature names of a schema, as the ranker
+    reads them: context features count as the user's, and the history bag,
+    when named, is the user side's last feature."""
+    if history_feature is not None:
+        schema.sparse_feature(history_feature)  # named, or a clear error
+    user = [f.name for f in schema.sparse if f.side != "item" and f.name != history_feature]
+    item = [f.name for f in schema.sparse if f.side == "item"]
+    return user + ([history_feature] if history_feature else []), item
 
 
-@registry.register_model("dlrm_mm")
-class DLRMMultimodal(BaseModel):
-    def __init__(self, config):
-        super().__init__(config)
+class LateInteractionNet(nn.Module):
+    """The ranker from its arches: the two sides' sparse encoders, the item
+    table (``ItemAttributes``, cold ids blanked), the dense encoder, the item
+    knowledge per modality, ``UserTokens`` and ``ItemTokens``, a
+    ``LateInteraction`` and a ``DotInteraction``, and an ``OverArch``.
 
-    @classmethod
-    def config_path(cls):
-        return config_path("models", "dlrm_mm.yaml")
+    ``forward(batch)`` takes ``dense``, ``sparse_<user feature>`` and
+    ``item_index`` and returns logits (B, 1). Arguments: see :meth:`compose`.
+    """
 
-    # -- build ----------------------------------------------------------------------
-    def build(self):
-        config = self.config
-        self.schema = dataset_schema()
-        data = load_prepared(dataset_root(), verify_checksums=False, check_id_ranges=False)
-        dim = int(config.embedding_dim)
-        self.history_feature = config.get("history_feature") or None
-        if self.history_feature is not None:
-            self.schema.sparse_feature(self.history_feature)  # named, or a clear error
-        self.user_features = [
-            f.name for f in self.schema.sparse
-            if f.side != "item" and f.name != self.history_feature
-        ] + ([self.history_feature] if self.history_feature else [])
-        self.item_features = [f.name for f in self.schema.sparse if f.side == "item"]
-        if not self.item_features:
-            raise ValueError("dlrm_mm: the schema declares no item-side sparse feature")
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.compose(*args, **kwargs)
 
-        sparse = node_params(config.sparse_encoder.get("params"))
-        sparse["embedding_dim"] = dim
-        # Per-feature tables go to the side that encodes the feature (each
-        # encoder rejects tables for features it does not encode).
-        tables = sparse.pop("tables", None) or {}
-        for name in tables:
-            self.schema.sparse_feature(name)  # named in the schema, or a clear error
+    def compose(self, schema: Schema, user_sparse: nn.Module, item_sparse: nn.Module,
+                item_attributes: Tensor, dense_encoder: nn.Module,
+                knowledge: Optional[Mapping[str, nn.Module]] = None,
+                top_mlp: Sequence[int] = (256, 64), history_feature: Optional[str] = None,
+                item_id_feature: Optional[str] = None, item_seen: Optional[Tensor] = None,
+                id_dropout: float = 0.0) -> None:
+        """Build the arches around the given encoders.
 
-        def side(features):
-            own = {name: table for name, table in tables.items() if name in features}
-            return {**sparse, "features": features, "tables": own}
+        ``item_attributes`` (num_items, F): the item table's ids of the item
+        encoder's features, in its order. ``knowledge``: modality name ->
+        ``ItemKnowledge``, in token order. ``history_feature``: the user
+        encoder's last feature, whose past items also bring their knowledge.
+        ``item_id_feature`` and ``item_seen`` (num_items,) bool: ids of items
+        never seen in training are blanked and masked out, and in training
+        any id with probability ``id_dropout``.
+        """
+        self.schema = schema
+        self.user_features = list(user_sparse.feature_names)
+        self.item_features = list(item_sparse.feature_names)
+        if history_feature is not None and self.user_features[-1:] != [history_feature]:
+            raise ValueError(f"LateInteractionNet: the history feature '{history_feature}' "
+                             f"must be the user encoder's last feature, got {self.user_features}")
+        self.history_feature = history_feature
+        self.user_sparse = user_sparse
+        self.item_sparse = item_sparse
+        self.item_id_feature = item_id_feature
+        self.item_table = ItemAttributes.of_features(
+            item_attributes, self.item_features, item_id_feature, item_seen, id_dropout)
+        self.item_id_column = self.item_table.id_column
+        self.dense_encoder = dense_encoder
+        self.knowledge = nn.ModuleDict(dict(knowledge or {}))
+        self.modalities = list(self.knowledge)
+        self.user_tokens = UserTokens(len(self.user_features), self.history_len,
+                                      len(self.history_modalities))
+        self.item_tokens = ItemTokens(len(self.item_features), len(self.modalities),
+                                      self.item_id_column)
+        self.late_interaction = LateInteraction(self.user_tokens.num_tokens,
+                                                self.item_tokens.num_token_groups)
+        self.dot_interaction = DotInteraction(
+            self.user_tokens.num_pooled + self.item_tokens.num_pooled - 1,
+            user_sparse.embedding_dim)
+        self.top_mlp = OverArch(
+            self.dot_interaction.output_size + self.late_interaction.output_size, top_mlp)
 
-        self.user_sparse = build_encoder(
-            config.sparse_encoder.type, side(self.user_features), schema=self.schema
-        )
-        self.item_sparse = build_encoder(
-            config.sparse_encoder.type, side(self.item_features), schema=self.schema
-        )
-        item_table = [torch.from_numpy(np.array(data.items[name][:, 0])) for name in self.item_features]
-        self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)
-        self._build_id_dropout(data)
-
-        self.dense_encoder = build_bottom_mlp(config, dim, len(self.schema.dense))
-
-        self.modalities = [m for m in MODALITIES if config.modalities.get(m)]
-        self.knowledge = nn.ModuleDict(
-            {m: build_item_knowledge(config, m, data, dim) for m in self.modalities}
-        )
-
-        user_groups = 1 + len(self.user_features) + len(self.history_modalities)
-        item_groups = len(self.item_features) + len(self.modalities)
-        user_tokens = 1 + len(self.user_features) + self.history_len * len(self.history_modalities)
-        item_token_groups = 1 + len(self.modalities)
-        width = dot_interaction_size(user_groups + item_groups - 1, dim) + user_tokens * item_token_groups
-        self.top_mlp = mlp([width, *config.top_mlp, 1], final_activation=False)
-
-    def _build_id_dropout(self, data) -> None:
-        """An item without training interactions has an untrained id vector:
-        noise. Such ids are blanked (the padding id, a zero vector), and in
-        training ids are blanked at random too, so the model learns to score
-        an item from its attributes and knowledge when the id says nothing."""
-        self.item_id_feature = self.config.get("item_id_feature") or None
-        self.id_dropout = float(self.config.get("id_dropout") or 0.0)
-        if self.item_id_feature is None:
-            return
-        self.item_id_column = self.item_features.index(self.item_id_feature)
-        seen = torch.from_numpy(protocol.seen_in_training(data))
-        self.register_buffer("item_seen", seen, persistent=False)
-
-    def _item_attributes(self, item_ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """The items' categorical ids, and (N,) whether each id is kept: a
-        blanked id is masked out of MaxSim, not a zero token it could match."""
-        attributes = self.item_attributes[item_ids]
-        if self.item_id_feature is None:
-            return attributes, None
-        blank = ~self.item_seen[item_ids]
-        if self.training and self.id_dropout > 0:
-            blank = blank | (torch.rand(blank.shape, device=blank.device) < self.id_dropout)
-        column = attributes[:, self.item_id_column]
-        attributes = attributes.clone()
-        attributes[:, self.item_id_column] = torch.where(blank, PAD_ID, column)
-        return attributes, ~blank
+    @property
+    def item_attributes(self) -> Tensor:
+        """The item table (num_items, F)."""
+        return self.item_table.table
 
     @property
     def history_modalities(self) -> List[str]:
@@ -173,43 +131,32 @@ class DLRMMultimodal(BaseModel):
         return self.schema.sparse_feature(self.history_feature).max_len
 
     # -- the two sides ----------------------------------------------------------------
-    def encode_users(self, sample_list) -> Side:
-        dense = self.dense_encoder(sample_list["dense"]).unsqueeze(1)
-        categorical = self.user_sparse(sparse_inputs(sample_list, self.user_features))
-        known = torch.ones(dense.shape[0], 1 + categorical.shape[1], dtype=torch.bool,
-                           device=dense.device)
-        groups = [(torch.cat([dense, categorical], 1), known)]
-        pooled = [dense, categorical]
+    def encode_users(self, batch) -> Side:
+        dense = self.dense_encoder(batch["dense"])
+        categorical = self.user_sparse(sparse_inputs(batch, self.user_features))
+        history = []
         if self.history_modalities:
-            history = sample_list[f"sparse_{self.history_feature}"]
-            for modality in self.history_modalities:
-                vectors, valid = self.knowledge[modality].pooled(history)
-                groups.append((vectors, valid))
-                pooled.append(masked_mean(vectors, valid).unsqueeze(1))
-        return Side.from_groups(groups, pooled)
+            ids = batch[f"sparse_{self.history_feature}"]
+            history = [self.knowledge[modality].pooled(ids)
+                       for modality in self.history_modalities]
+        return self.user_tokens(dense, categorical, history)
 
     def encode_items(self, item_ids: Tensor) -> Side:
-        attributes, id_kept = self._item_attributes(item_ids)
+        attributes, id_kept = self.item_table(item_ids)
         categorical = self.item_sparse(
             {name: attributes[:, j : j + 1] for j, name in enumerate(self.item_features)}
         )
-        known = torch.ones(categorical.shape[:2], dtype=torch.bool, device=categorical.device)
-        if id_kept is not None:
-            known[:, self.item_id_column] = id_kept
-        groups, pooled = [(categorical, known)], [categorical]
-        for modality in self.modalities:
-            vectors, mask = self.knowledge[modality].tokens(item_ids)
-            groups.append((vectors, mask))
-            pooled.append(masked_mean(vectors, mask).unsqueeze(1))
-        return Side.from_groups(groups, pooled)
+        knowledge = [self.knowledge[modality].tokens(item_ids) for modality in self.modalities]
+        return self.item_tokens(categorical, id_kept, knowledge)
 
     @torch.no_grad()
     def encode_catalogue(self, batch_size: int = 1024) -> Side:
         """The item side of every item of the catalogue, encoded in batches:
         what a serving cache or a full-catalogue evaluation scores against."""
-        num_items = self.item_attributes.shape[0]
+        num_items = self.item_table.num_items
+        device = self.item_table.table.device
         parts = [self.encode_items(torch.arange(start, min(start + batch_size, num_items),
-                                                device=self.item_attributes.device))
+                                                device=device))
                  for start in range(0, num_items, batch_size)]
         return Side(torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]),
                     torch.cat([p.pooled for p in parts]), parts[0].group_sizes)
@@ -221,21 +168,61 @@ class DLRMMultimodal(BaseModel):
         n = max(users.tokens.shape[0], items.tokens.shape[0])
         users = users.expand(n) if users.tokens.shape[0] == 1 else users
         items = items.expand(n) if items.tokens.shape[0] == 1 else items
-        # MaxSim of every user token against each item group separately, so
-        # that e.g. a past item's image vector is matched against image regions
-        late = torch.cat(
-            [maxsim(users.tokens, tokens, users.mask, mask) for tokens, mask in items.groups()],
-            1,
-        )
+        late = self.late_interaction(users.tokens, users.mask, items.groups())
         groups = torch.cat([users.pooled, items.pooled], 1)
-        dots = dot_interaction(groups[:, 0], groups[:, 1:])
+        dots = self.dot_interaction(groups[:, 0], groups[:, 1:])
         return self.top_mlp(torch.cat([dots, late], 1))
 
     def score_candidates(self, user_sample, candidates: Side) -> Tensor:
         """Scores (K,) of one user (a one-row batch) against K encoded items."""
         return self.score(self.encode_users(user_sample), candidates).squeeze(1)
 
+    def forward(self, batch) -> Tensor:
+        users = self.encode_users(batch)
+        items = self.encode_items(batch["item_index"])
+        return self.score(users, items)
+
+
+@registry.register_model("dlrm_mm")
+class DLRMMultimodal(LateInteractionNet, BaseModel):
+    """``dlrm_mm`` in MMF: ``model_config.dlrm_mm`` and the run's dataset
+    (schema, item table, texts, images) turned into LateInteractionNet's
+    arguments in ``build()``."""
+
+    def __init__(self, config):
+        BaseModel.__init__(self, config)
+
+    @classmethod
+    def config_path(cls):
+        return config_path("models", "dlrm_mm.yaml")
+
+    def build(self):
+        config = self.config
+        schema = dataset_schema()
+        data = dataset_data()
+        dim = int(config.embedding_dim)
+        history_feature = config.get("history_feature") or None
+        user_features, item_features = side_features(schema, history_feature)
+        if not item_features:
+            raise ValueError("dlrm_mm: the schema declares no item-side sparse feature")
+        user_sparse, item_sparse = build_side_encoders(
+            config, schema, dim, user_features, item_features)
+        item_id_feature = config.get("item_id_feature") or None
+        if item_id_feature is not None and item_id_feature not in item_features:
+            raise ValueError(f"model_config.dlrm_mm.item_id_feature: '{item_id_feature}' is not "
+                             f"an item-side feature {item_features}")
+        dense_encoder = build_bottom_mlp(config, dim, len(schema.dense))
+        knowledge = {modality: build_item_knowledge(config, modality, data, dim)
+                     for modality in MODALITIES if config.modalities.get(modality)}
+        self.compose(
+            schema, user_sparse, item_sparse, item_attributes(data, item_features),
+            dense_encoder, knowledge,
+            top_mlp=[int(h) for h in config.top_mlp],
+            history_feature=history_feature,
+            item_id_feature=item_id_feature,
+            item_seen=seen_items(data) if item_id_feature is not None else None,
+            id_dropout=float(config.get("id_dropout") or 0.0),
+        )
+
     def forward(self, sample_list):
-        users = self.encode_users(sample_list)
-        items = self.encode_items(sample_list["item_index"])
-        return {"scores": self.score(users, items)}
+        return {"scores": super().forward(sample_list)}

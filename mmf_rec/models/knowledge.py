@@ -14,10 +14,17 @@ from torch import Tensor, nn
 from mmf_rec.encoders.tokens import TokenEncoder
 from mmf_rec.interaction import masked_mean
 from mmf_rec.knowledge_cache import as_tensors, build_or_load, default_dir, source_fingerprint
-from mmf_rec.models.common import build_encoder, node_params
+from mmf_rec.models.common import build_encoder, node_params, run_cache_root
 
 
 class ItemKnowledge(nn.Module):
+    """One modality's knowledge arch: ``tokens`` and ``pooled`` vectors of
+    items of a ``num_items`` catalogue, projected to d by ``encoder``'s
+    projection; ``inputs_for(ids)`` gives the encoder's input for items.
+    With ``use_cache`` the backbone's output is read from ``cache_dir``
+    (built there on a miss), keyed by the encoder and by ``source_key``,
+    the identity of the item data it reads."""
+
     def __init__(
         self,
         name: str,
@@ -116,8 +123,9 @@ def require_some(modality: str, data, num_items: int) -> None:
 
 def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge:
     """One modality's ItemKnowledge from a model config (``<modality>_encoder``,
-    ``knowledge_cache``); every model builds it here, so models with the same
-    encoder settings share knowledge-cache entries."""
+    ``knowledge_cache``) and prepared data; every model builds it here, so
+    models with the same encoder settings share knowledge-cache entries. With
+    no ``knowledge_cache.dir``, entries go under the run's cache root."""
     settings = config[f"{modality}_encoder"]
     params = {**node_params(settings.get("params")), "out_dim": dim}
     encoder = build_encoder(settings.type, params)
@@ -145,7 +153,7 @@ def build_item_knowledge(config, modality: str, data, dim: int) -> ItemKnowledge
     knowledge = ItemKnowledge(
         modality, encoder, inputs_for, num_items,
         use_cache=bool(cache.enabled),
-        cache_dir=cache.dir or str(default_dir()),
+        cache_dir=cache.dir or str(default_dir(run_cache_root())),
         source_key=source_key,
         batch_size=int(cache.batch_size),
     )

@@ -12,16 +12,12 @@ nearest-neighbour index. So:
   on its attributes and content, and ids of items never seen in training are
   blanked, so cold-start items are retrievable from their description and
   photo alone;
-- both end in an MLP and are L2-normalised: the score is a cosine, the index
-  metric is inner product.
+- both end in a ``Tower`` (an MLP, then L2 normalisation): the score is a
+  cosine, the index metric is inner product.
 
-Training uses the clicked rows of each batch: every user's clicked item is
-the positive, the other rows' clicked items are the negatives (in-batch
-sampled softmax). In-batch negatives are drawn in proportion to their
-popularity, which would teach the model to push popular items down; the
-log-Q correction (subtracting log of each item's sampling probability from
-its logit) undoes that, so the softmax estimates the full-catalogue one. The
-temperature sharpens the cosine scores into usable logits.
+Training uses the clicked rows of each batch with an in-batch sampled
+softmax (``mmf_rec.models.in_batch``); the temperature sharpens the cosine
+scores into usable logits.
 
 In evaluation the model also ranks the whole catalogue for every clicked
 row and returns the top ``eval_top_k`` ids, which the registered ranking
@@ -30,7 +26,7 @@ metrics (``recall@K``, ``ndcg@K``, ``hr@K``, ``mrr``) score.
 
 import hashlib
 import json
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,190 +36,118 @@ from mmf.models.base_model import BaseModel
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mmf_rec.data import protocol
-from mmf_rec.data.prepared import load_prepared
-from mmf_rec.encoders.dense import mlp
 from mmf_rec.interaction import masked_mean
 from mmf_rec.models.common import (
-    build_encoder, dataset_root, dataset_schema, node_params, sparse_inputs,
+    build_encoder, build_side_encoders, dataset_data, dataset_schema, item_attributes,
+    node_params, seen_items, sparse_inputs,
 )
+from mmf_rec.models.ids import IdBlanking, ItemAttributes
+from mmf_rec.models.in_batch import LOGITS_KEY, in_batch_logits
 from mmf_rec.models.knowledge import build_item_knowledge
+from mmf_rec.models.towers import Tower
 from mmf_rec.paths import config_path
 from mmf_rec.ranking_metrics import PAD, TARGET_KEY, TOPK_KEY, USER_KEY
-from mmf_rec.schema import PAD_ID
+from mmf_rec.schema import Schema
+
+__all__ = ["MODALITIES", "LOGITS_KEY", "in_batch_logits", "TwoTowerNet", "TwoTower"]
 
 MODALITIES = ("text", "image")
-LOGITS_KEY = "in_batch_logits"
 
 
-def in_batch_logits(users: Tensor, items: Tensor, item_ids: Tensor,
-                    item_log_q: Optional[Tensor], temperature: float) -> Tensor:
-    """(P, P) logits of P users against the P in-batch items (positives on the
-    diagonal): cosine / temperature, minus log q of each in-batch item when
-    given (P,), and -inf where another row clicked the same item (it is not
-    a negative)."""
-    logits = users @ items.t() / temperature
-    if item_log_q is not None:
-        logits = logits - item_log_q.unsqueeze(0)
-    same = item_ids.unsqueeze(1) == item_ids.unsqueeze(0)
-    same.fill_diagonal_(False)
-    return logits.masked_fill(same, float("-inf"))
+class TwoTowerNet(nn.Module):
+    """The retriever from its arches: the two sides' sparse encoders, the item
+    table (``ItemAttributes``, cold ids blanked), an ``IdBlanking`` of user
+    ids, the dense encoder, the item knowledge per modality, and a user and
+    an item ``Tower``.
 
+    ``forward(batch)`` gives the in-batch logits of the clicked rows in
+    training, and in evaluation also ``scores`` (B, 1) and the catalogue's
+    top ``eval_top_k`` per clicked row. Arguments: see :meth:`compose`.
+    """
 
-@registry.register_loss("in_batch_softmax")
-class InBatchSoftmaxLoss(nn.Module):
-    """Cross-entropy of each user's row of ``in_batch_logits`` against its own
-    (diagonal) item; zero for a batch without clicks."""
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.compose(*args, **kwargs)
 
-    def forward(self, sample_list, model_output):
-        if LOGITS_KEY not in model_output:
-            raise KeyError(f"in_batch_softmax: the model output has no '{LOGITS_KEY}'")
-        logits = model_output[LOGITS_KEY]
-        if logits.shape[0] == 0:
-            return logits.sum()
-        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    def compose(self, schema: Schema, user_sparse: nn.Module, item_sparse: nn.Module,
+                item_attributes: Tensor, dense_encoder: Optional[nn.Module] = None,
+                knowledge: Optional[Mapping[str, nn.Module]] = None, output_dim: int = 64,
+                tower_hidden: Sequence[int] = (128,), temperature: float = 0.05,
+                eval_top_k: int = 200, history_feature: Optional[str] = None,
+                item_id_feature: Optional[str] = None, item_seen: Optional[Tensor] = None,
+                id_dropout: float = 0.0, user_key: Optional[str] = None,
+                user_seen: Optional[Tensor] = None, user_id_dropout: float = 0.0,
+                item_log_q: Optional[Tensor] = None, item_data_key: str = "") -> None:
+        """Build the arches around the given encoders.
 
-
-@registry.register_model("two_tower")
-class TwoTower(BaseModel):
-    def __init__(self, config):
-        super().__init__(config)
+        ``item_attributes`` (num_items, F): the item table's ids of the item
+        encoder's features, in its order. ``knowledge``: modality name ->
+        ``ItemKnowledge``. ``history_feature``: a user feature whose past
+        items also bring their mean knowledge vectors. ``item_id_feature``
+        and ``item_seen`` (num_items,) bool: ids of items never seen in
+        training are blanked, and in training any id with probability
+        ``id_dropout``. ``user_key``: the user id column, which keys users in
+        evaluation; when the user encoder reads it, ``user_seen``
+        (cardinality,) bool and ``user_id_dropout`` blank it likewise.
+        ``item_log_q`` (num_items,): log of each item's share of training
+        clicks, for the log-Q correction (None: none). ``item_data_key``
+        identifies the item table in :meth:`fingerprint`.
+        """
+        if temperature <= 0:
+            raise ValueError(f"TwoTowerNet: temperature must be > 0, got {temperature}")
         self._catalogue: Optional[Tensor] = None
+        self.schema = schema
+        self.output_dim = int(output_dim)
+        self.temperature = float(temperature)
+        self.eval_top_k = int(eval_top_k)
+        self.history_feature = history_feature
+        self.user_features = list(user_sparse.feature_names)
+        self.item_features = list(item_sparse.feature_names)
+        self.user_sparse = user_sparse
+        self.item_sparse = item_sparse
 
-    @classmethod
-    def config_path(cls):
-        return config_path("models", "two_tower.yaml")
+        self.item_id_feature = item_id_feature
+        self.item_table = ItemAttributes.of_features(
+            item_attributes, self.item_features, item_id_feature, item_seen, id_dropout)
 
-    # -- build ----------------------------------------------------------------------
-    def build(self):
-        config = self.config
-        self.schema = dataset_schema()
-        data = load_prepared(dataset_root(), verify_checksums=False, check_id_ranges=False)
-        if data.items is None or data.item_feature is None:
-            raise ValueError(f"two_tower: {data.root} has no item table / item feature; "
-                             "the item tower encodes items from the item table")
-        dim = int(config.embedding_dim)
-        self.output_dim = int(config.output_dim)
-        self.temperature = float(config.temperature)
-        if self.temperature <= 0:
-            raise ValueError(
-                f"model_config.two_tower.temperature must be > 0, got {self.temperature}")
-        self.eval_top_k = int(config.eval_top_k)
-        self.num_items = data.items.rows
+        self.user_key = user_key
+        if user_key is not None and schema.sparse_feature(user_key).side == "item":
+            raise ValueError(f"TwoTowerNet: user_key '{user_key}' is an item-side feature")
+        self.user_id_feature = user_key if user_key in self.user_features else None
+        self.user_blanking = None
+        if self.user_id_feature is not None:
+            if user_seen is None:
+                raise ValueError(f"TwoTowerNet: the user encoder reads '{user_key}', which "
+                                 "needs user_seen")
+            self.user_blanking = IdBlanking(user_seen, user_id_dropout)
+        self.register_buffer("log_q", item_log_q, persistent=False)
 
-        self.history_feature = config.get("history_feature") or None
-        if self.history_feature is not None:
-            self.schema.sparse_feature(self.history_feature)  # named, or a clear error
-        excluded = config.get("exclude_features") or []
-        if isinstance(excluded, str):  # from the command line: "[user_id]" or "user_id,x"
-            excluded = [n.strip(" '\"") for n in excluded.strip("[]").split(",") if n.strip()]
-        excluded = list(excluded)
-        for name in excluded:
-            self.schema.sparse_feature(name)  # named in the schema, or a clear error
-        features = [f for f in self.schema.sparse if f.name not in excluded]
-        self.user_features = [f.name for f in features if f.side != "item"]
-        self.item_features = [f.name for f in features if f.side == "item"]
-        if not self.item_features:
-            raise ValueError("two_tower: the schema declares no item-side sparse feature")
+        self.dense_encoder = dense_encoder
+        dense_out = dense_encoder.out_dim if dense_encoder is not None else 0
+        self.knowledge = nn.ModuleDict(dict(knowledge or {}))
+        self.modalities = list(self.knowledge)
+        self.item_data_key = item_data_key
 
-        sparse = node_params(config.sparse_encoder.get("params"))
-        sparse["embedding_dim"] = dim
-        tables = sparse.pop("tables", None) or {}
-        for name in tables:
-            self.schema.sparse_feature(name)
-
-        def side(features):
-            own = {name: table for name, table in tables.items() if name in features}
-            return {**sparse, "features": features, "tables": own}
-
-        self.user_sparse = build_encoder(config.sparse_encoder.type, side(self.user_features),
-                                         schema=self.schema)
-        self.item_sparse = build_encoder(config.sparse_encoder.type, side(self.item_features),
-                                         schema=self.schema)
-        item_table = [torch.from_numpy(np.array(data.items[name][:, 0]))
-                      for name in self.item_features]
-        self.register_buffer("item_attributes", torch.stack(item_table, 1), persistent=False)
-        self._build_id_blanking(data)
-        self._build_log_q(data)
-
-        self.dense_encoder = None
-        dense_out = 0
-        if self.schema.dense:
-            params = node_params(config.dense_encoder.params)
-            self.dense_encoder = build_encoder(
-                config.dense_encoder.type, {**params, "in_dim": len(self.schema.dense)})
-            dense_out = self.dense_encoder.out_dim
-
-        self.modalities = [m for m in MODALITIES if bool(config.modalities.get(m))]
-        self.knowledge = nn.ModuleDict(
-            {m: build_item_knowledge(config, m, data, dim) for m in self.modalities})
-        self.item_data_key = self._item_data_key(data)
-
-        hidden = [int(h) for h in (config.tower_hidden or [])]
+        dim = int(user_sparse.embedding_dim)
         user_in = dense_out + dim * (len(self.user_features) + len(self.history_modalities))
         item_in = dim * (len(self.item_features) + len(self.modalities))
-        self.user_tower = mlp([user_in, *hidden, self.output_dim], final_activation=False)
-        self.item_tower = mlp([item_in, *hidden, self.output_dim], final_activation=False)
+        self.user_tower = Tower(user_in, tower_hidden, self.output_dim)
+        self.item_tower = Tower(item_in, tower_hidden, self.output_dim)
 
-    def _build_id_blanking(self, data) -> None:
-        """Ids of cold items (no observed training row: mmf_rec.data.protocol)
-        have untrained (noise) vectors: they are
-        blanked (the padding id, a zero vector), and in training ids are
-        blanked at random too, so the towers learn to work from features and
-        content alone (cold items; the features-only fallback for new users)."""
-        train = data.split("train")
-        self.item_id_feature = self.config.get("item_id_feature") or None
-        if self.item_id_feature not in self.item_features:
-            self.item_id_feature = None  # not read (excluded): nothing to blank
-        self.id_dropout = float(self.config.get("id_dropout") or 0.0)
-        if self.item_id_feature is not None:
-            self.item_id_column = self.item_features.index(self.item_id_feature)
-            seen = torch.from_numpy(protocol.seen_in_training(data))
-            self.register_buffer("item_seen", seen, persistent=False)
-        # the user id column also keys users in evaluation (hr@K), read or not
-        self.user_key = self.config.get("user_id_feature") or None
-        if self.user_key is not None and self.schema.sparse_feature(self.user_key).side == "item":
-            raise ValueError(f"model_config.two_tower.user_id_feature: '{self.user_key}' is an "
-                             "item-side feature")
-        self.user_id_feature = self.user_key if self.user_key in self.user_features else None
-        self.user_id_dropout = float(self.config.get("user_id_dropout") or 0.0)
-        if self.user_id_feature is not None:
-            feature = self.schema.sparse_feature(self.user_id_feature)
-            seen = torch.zeros(feature.cardinality, dtype=torch.bool)
-            seen[torch.from_numpy(np.unique(train[self.user_id_feature][:, 0]))] = True
-            self.register_buffer("user_seen", seen, persistent=False)
+    @property
+    def num_items(self) -> int:
+        return self.item_table.num_items
 
-    def _build_log_q(self, data) -> None:
-        """log of each item's share of the training clicks: the probability
-        that it is an in-batch negative. Items without clicks get the share of
-        one click (they never are in-batch items in training anyway)."""
-        train = data.split("train")
-        clicked = np.asarray(train[data.schema.label]) > 0.5
-        items = np.asarray(train[data.item_feature][:, 0])[clicked]
-        counts = np.bincount(items, minlength=data.items.rows).astype(np.float64)
-        share = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
-        use = bool(self.config.get("logq_correction", True))
-        self.register_buffer("log_q", torch.from_numpy(np.log(share)).float() if use else None,
-                             persistent=False)
-
-    @staticmethod
-    def _item_data_key(data) -> str:
-        files = data.manifest.get("items", {}).get("files", {})
-        text = json.dumps({k: v.get("sha256") for k, v in files.items()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    @property
+    def item_attributes(self) -> Tensor:
+        """The item table (num_items, F)."""
+        return self.item_table.table
 
     @property
     def history_modalities(self) -> List[str]:
         return self.modalities if self.history_feature else []
 
     # -- towers -----------------------------------------------------------------------
-    def _blank(self, ids: Tensor, seen: Tensor, dropout: float) -> Tensor:
-        known = (ids >= 0) & (ids < seen.shape[0])
-        blank = ~known | ~seen[ids.clamp(0, seen.shape[0] - 1)]
-        if self.training and dropout > 0:
-            blank = blank | (torch.rand(blank.shape, device=blank.device) < dropout)
-        return torch.where(blank, torch.full_like(ids, PAD_ID), ids)
-
     def encode_users(self, batch: Mapping[str, Tensor]) -> Tensor:
         """(B, output_dim) unit vectors from a batch's user-side fields
         (``dense`` and ``sparse_<user feature>``); -1 ids are unknown."""
@@ -231,15 +155,14 @@ class TwoTower(BaseModel):
         if self.dense_encoder is not None:
             parts.append(self.dense_encoder(batch["dense"].float()))
         ids = sparse_inputs(batch, self.user_features)
-        if self.user_id_feature is not None:
-            ids[self.user_id_feature] = self._blank(ids[self.user_id_feature], self.user_seen,
-                                                    self.user_id_dropout)
+        if self.user_blanking is not None:
+            ids[self.user_id_feature], _ = self.user_blanking(ids[self.user_id_feature])
         parts.append(self.user_sparse(ids).flatten(1))
         for modality in self.history_modalities:
             history = batch[f"sparse_{self.history_feature}"]
             vectors, valid = self.knowledge[modality].pooled(history)
             parts.append(masked_mean(vectors, valid))
-        return F.normalize(self.user_tower(torch.cat(parts, 1)), dim=-1)
+        return self.user_tower(torch.cat(parts, 1))
 
     def encode_items(self, item_ids: Tensor) -> Tensor:
         """(N, output_dim) unit vectors of items, from their id alone."""
@@ -247,25 +170,21 @@ class TwoTower(BaseModel):
         if item_ids.numel() and (int(item_ids.min()) < 0 or int(item_ids.max()) >= self.num_items):
             raise IndexError(f"two_tower: item ids must lie in [0, {self.num_items}), got "
                              f"[{int(item_ids.min())}, {int(item_ids.max())}]")
-        attributes = self.item_attributes[item_ids]
-        if self.item_id_feature is not None:
-            attributes = attributes.clone()
-            attributes[:, self.item_id_column] = self._blank(
-                attributes[:, self.item_id_column], self.item_seen, self.id_dropout)
+        attributes, _ = self.item_table(item_ids)
         parts = [self.item_sparse(
             {name: attributes[:, j: j + 1] for j, name in enumerate(self.item_features)}
         ).flatten(1)]
         for modality in self.modalities:
             vectors, _ = self.knowledge[modality].pooled(item_ids)
             parts.append(vectors)
-        return F.normalize(self.item_tower(torch.cat(parts, 1)), dim=-1)
+        return self.item_tower(torch.cat(parts, 1))
 
     @torch.no_grad()
     def encode_catalogue(self, item_ids: Optional[Tensor] = None, batch_size: int = 4096,
                          progress: bool = False) -> Tensor:
         """Item vectors of ``item_ids`` (default: the whole catalogue), in batches."""
         if item_ids is None:
-            item_ids = torch.arange(self.num_items, device=self.item_attributes.device)
+            item_ids = torch.arange(self.num_items, device=self.item_table.table.device)
         chunks = range(0, len(item_ids), batch_size)
         out = [self.encode_items(item_ids[start:start + batch_size])
                for start in tqdm(chunks, desc="encoding items", unit="batch", disable=not progress)]
@@ -285,7 +204,7 @@ class TwoTower(BaseModel):
         digest.update(self.item_data_key.encode())
         return digest.hexdigest()[:16]
 
-    # -- MMF ------------------------------------------------------------------------------
+    # -- training and evaluation --------------------------------------------------------
     def train(self, mode: bool = True):
         self._catalogue = None  # weights may change from here on
         return super().train(mode)
@@ -294,36 +213,36 @@ class TwoTower(BaseModel):
         self._catalogue = None
         return super().load_state_dict(state_dict, *args, **kwargs)
 
-    def _user_rows(self, sample_list, rows: Tensor) -> Dict[str, Tensor]:
+    def _user_rows(self, batch, rows: Tensor) -> Dict[str, Tensor]:
         keys = [f"sparse_{name}" for name in self.user_features]
         if self.dense_encoder is not None:
             keys.append("dense")
-        return {key: sample_list[key].index_select(0, rows) for key in keys}
+        return {key: batch[key].index_select(0, rows) for key in keys}
 
     def _in_batch_logits(self, users: Tensor, items: Tensor, item_ids: Tensor) -> Tensor:
         log_q = None if self.log_q is None else self.log_q[item_ids]
         return in_batch_logits(users, items, item_ids, log_q, self.temperature)
 
-    def forward(self, sample_list):
-        targets = sample_list["targets"].reshape(-1)
-        item_ids = sample_list["item_index"].reshape(-1).long()
+    def forward(self, batch):
+        targets = batch["targets"].reshape(-1)
+        item_ids = batch["item_index"].reshape(-1).long()
         clicked = torch.nonzero(targets > 0.5).squeeze(1)
         if self.training:
             if len(clicked) == 0:  # no positive: a zero loss that still backpropagates
                 return {LOGITS_KEY: self.user_tower[0].weight[:0, :0]}
-            users = self.encode_users(self._user_rows(sample_list, clicked))
+            users = self.encode_users(self._user_rows(batch, clicked))
             items = self.encode_items(item_ids[clicked])
             return {LOGITS_KEY: self._in_batch_logits(users, items, item_ids[clicked])}
-        users = self.encode_users(sample_list)
+        users = self.encode_users(batch)
         items = self.encode_items(item_ids)
         output = {
             "scores": (users * items).sum(-1, keepdim=True) / self.temperature,
             LOGITS_KEY: self._in_batch_logits(users[clicked], items[clicked], item_ids[clicked]),
         }
-        output.update(self._retrieve(users[clicked], item_ids[clicked], sample_list, clicked))
+        output.update(self._retrieve(users[clicked], item_ids[clicked], batch, clicked))
         return output
 
-    def _retrieve(self, users: Tensor, targets: Tensor, sample_list, rows: Tensor):
+    def _retrieve(self, users: Tensor, targets: Tensor, batch, rows: Tensor):
         """Full-catalogue top ``eval_top_k`` of each clicked row (padded with
         -1 when the catalogue is smaller), for the ranking metrics."""
         if self._catalogue is None:
@@ -333,7 +252,117 @@ class TwoTower(BaseModel):
         if depth < self.eval_top_k:
             top = F.pad(top, (0, self.eval_top_k - depth), value=PAD)
         if self.user_key is not None:
-            user = sample_list[f"sparse_{self.user_key}"][:, 0].index_select(0, rows)
+            user = batch[f"sparse_{self.user_key}"][:, 0].index_select(0, rows)
         else:
             user = rows
         return {TOPK_KEY: top, TARGET_KEY: targets, USER_KEY: user}
+
+
+# -- MMF ------------------------------------------------------------------------------------
+def _listed(value) -> List[str]:
+    """A config list of names; from the command line it may arrive as a
+    string: "[user_id]" or "user_id,x"."""
+    if isinstance(value, str):
+        return [n.strip(" '\"") for n in value.strip("[]").split(",") if n.strip()]
+    return list(value or [])
+
+
+def seen_users(data, feature) -> Tensor:
+    """(cardinality,) bool: the user ids of the train split."""
+    seen = torch.zeros(feature.cardinality, dtype=torch.bool)
+    train = data.split("train")
+    seen[torch.from_numpy(np.unique(train[feature.name][:, 0]))] = True
+    return seen
+
+
+def click_log_q(data) -> Tensor:
+    """log of each item's share of the training clicks: the probability
+    that it is an in-batch negative. Items without clicks get the share of
+    one click (they never are in-batch items in training anyway)."""
+    train = data.split("train")
+    clicked = np.asarray(train[data.schema.label]) > 0.5
+    items = np.asarray(train[data.item_feature][:, 0])[clicked]
+    counts = np.bincount(items, minlength=data.items.rows).astype(np.float64)
+    share = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
+    return torch.from_numpy(np.log(share)).float()
+
+
+def item_data_key(data) -> str:
+    """The item table's identity: its files' recorded hashes."""
+    files = data.manifest.get("items", {}).get("files", {})
+    text = json.dumps({k: v.get("sha256") for k, v in files.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@registry.register_model("two_tower")
+class TwoTower(TwoTowerNet, BaseModel):
+    """``two_tower`` in MMF: ``model_config.two_tower`` and the run's dataset
+    (schema, item table, training clicks, texts, images) turned into
+    TwoTowerNet's arguments in ``build()``."""
+
+    def __init__(self, config):
+        BaseModel.__init__(self, config)
+
+    @classmethod
+    def config_path(cls):
+        return config_path("models", "two_tower.yaml")
+
+    def build(self):
+        config = self.config
+        schema = dataset_schema()
+        data = dataset_data()
+        if data.items is None or data.item_feature is None:
+            raise ValueError(f"two_tower: {data.root} has no item table / item feature; "
+                             "the item tower encodes items from the item table")
+        dim = int(config.embedding_dim)
+        temperature = float(config.temperature)
+        if temperature <= 0:
+            raise ValueError(
+                f"model_config.two_tower.temperature must be > 0, got {temperature}")
+        history_feature = config.get("history_feature") or None
+        if history_feature is not None:
+            schema.sparse_feature(history_feature)  # named, or a clear error
+        excluded = _listed(config.get("exclude_features"))
+        for name in excluded:
+            schema.sparse_feature(name)  # named in the schema, or a clear error
+        features = [f for f in schema.sparse if f.name not in excluded]
+        user_features = [f.name for f in features if f.side != "item"]
+        item_features = [f.name for f in features if f.side == "item"]
+        if not item_features:
+            raise ValueError("two_tower: the schema declares no item-side sparse feature")
+        user_sparse, item_sparse = build_side_encoders(
+            config, schema, dim, user_features, item_features)
+
+        item_id_feature = config.get("item_id_feature") or None
+        if item_id_feature not in item_features:
+            item_id_feature = None  # not read (excluded): nothing to blank
+        # the user id column also keys users in evaluation (hr@K), read or not
+        user_key = config.get("user_id_feature") or None
+        if user_key is not None and schema.sparse_feature(user_key).side == "item":
+            raise ValueError(f"model_config.two_tower.user_id_feature: '{user_key}' is an "
+                             "item-side feature")
+        user_seen = (seen_users(data, schema.sparse_feature(user_key))
+                     if user_key in user_features else None)
+        log_q = click_log_q(data) if bool(config.get("logq_correction", True)) else None
+
+        dense_encoder = None
+        if schema.dense:
+            params = node_params(config.dense_encoder.params)
+            dense_encoder = build_encoder(
+                config.dense_encoder.type, {**params, "in_dim": len(schema.dense)})
+        knowledge = {modality: build_item_knowledge(config, modality, data, dim)
+                     for modality in MODALITIES if bool(config.modalities.get(modality))}
+        self.compose(
+            schema, user_sparse, item_sparse, item_attributes(data, item_features),
+            dense_encoder, knowledge,
+            output_dim=int(config.output_dim),
+            tower_hidden=[int(h) for h in (config.tower_hidden or [])],
+            temperature=temperature, eval_top_k=int(config.eval_top_k),
+            history_feature=history_feature,
+            item_id_feature=item_id_feature,
+            item_seen=seen_items(data) if item_id_feature is not None else None,
+            id_dropout=float(config.get("id_dropout") or 0.0),
+            user_key=user_key, user_seen=user_seen,
+            user_id_dropout=float(config.get("user_id_dropout") or 0.0),
+            item_log_q=log_q, item_data_key=item_data_key(data),
+        )

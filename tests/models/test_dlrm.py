@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 from mmf.common.registry import registry  # noqa: E402
 from mmf.utils.build import build_model  # noqa: E402
@@ -111,9 +111,9 @@ def test_cold_item_ids_are_blanked_as_in_every_model(publish_synthetic):
                                             "num_interactions": 1500, "image_size": 16})
     model = build_model(dlrm_config(item_id_feature="item_id")).eval()
     is_cold = torch.from_numpy(np.array(data.items["is_cold"]))
-    assert is_cold.any() and torch.equal(model.item_seen, ~is_cold)
+    assert is_cold.any() and torch.equal(model.item_blanking.seen, ~is_cold)
     items = torch.arange(40).unsqueeze(1)
-    blanked = model._blank_cold({"item_id": items})["item_id"][:, 0]
+    blanked = model.item_blanking(items)[0][:, 0]
     assert torch.equal(blanked == -1, is_cold)
     # a cold item scores as the padding id does: its untrained vector is never read
     from tiny_models import sample_batch

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 import mmf_rec  # noqa: E402
 from tiny_models import TINY_DATA, TINY_ENCODERS, build_tiny, sample_batch  # noqa: E402
@@ -59,11 +59,11 @@ def test_items_without_training_rows_have_their_id_blanked(prepared):
     is_cold = torch.from_numpy(np.array(prepared.items["is_cold"]))
     cold = torch.nonzero(is_cold).flatten()
     warm = torch.nonzero(~is_cold).flatten()
-    assert cold.numel() and torch.equal(model.item_seen, ~is_cold)
+    assert cold.numel() and torch.equal(model.item_table.blanking.seen, ~is_cold)
     column = model.item_id_column
-    attributes, kept = model._item_attributes(cold)
+    attributes, kept = model.item_table(cold)
     assert (attributes[:, column] == -1).all() and not kept.any()
-    attributes, kept = model._item_attributes(warm)
+    attributes, kept = model.item_table(warm)
     assert (attributes[:, column] == warm).all() and kept.all()
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mmf_rec.compat
+import mmf_rec.plugin
 
-mmf_rec.compat.apply()
+mmf_rec.plugin.apply()
 
 import mmf_rec  # noqa: E402
 from mmf_rec.models.two_tower import in_batch_logits  # noqa: E402
