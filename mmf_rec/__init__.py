@@ -1,7 +1,7 @@
 """mmf-rec: multimodal, knowledge-based recommenders as MMF plugins.
 
-This package is imported at interpreter start-up (by the compat hook's .pth
-file), so it must stay free of heavy imports: no torch, no mmf here.
+This package is imported at interpreter start-up (by ``mmf_rec.pth``), so it
+must stay free of heavy imports: no torch, no mmf here.
 """
 
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Import every module that registers something with MMF's registry.
 
-MMF finds plugins through imports; the compat layer calls
+MMF finds plugins through imports; mmf_rec.plugin makes MMF call
 ``mmf_rec.setup_imports()`` from MMF's own import points, so these are found
 because mmf_rec is installed, whatever ``env.user_dir`` says.
 """

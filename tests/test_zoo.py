@@ -42,7 +42,7 @@ def zoo_env(exported, monkeypatch, tmp_path):
     tmp, _, zoo_file, _ = exported
     monkeypatch.setenv("MMF_REC_MODEL_ZOO", str(zoo_file))
     monkeypatch.setenv("MMF_REC_ZOO_CACHE", str(tmp_path / "cache"))
-    import mmf  # noqa: F401  (compat patches, registrations)
+    import mmf  # noqa: F401  (shims, mmf_rec's hooks, registrations)
     import mmf_rec
     from mmf_rec import zoo
 

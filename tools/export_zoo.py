@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         parser.error("--run is required (or --bundle with --retriever)")
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import mmf  # noqa: F401  (arms mmf_rec's compat patches and registrations)
+    import mmf  # noqa: F401  (the shims, mmf_rec's hooks and registrations)
 
     from mmf_rec import zoo
 

@@ -38,7 +38,7 @@ def pipeline_paths(args: argparse.Namespace, p: argparse.ArgumentParser,
         return PipelinePaths(args.retriever, index, args.ranker)
     if args.index is not None or args.ranker is not None:
         p.error("--zoo brings its own index and ranker: leave out --index and --ranker")
-    import mmf  # noqa: F401  (arms mmf_rec's compat patches)
+    import mmf  # noqa: F401  (the shims and mmf_rec's hooks, armed at start-up)
     from mmf_rec import zoo
 
     try:
