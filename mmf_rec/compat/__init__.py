@@ -7,22 +7,19 @@ written against. Shims detect features, not versions, so the same plugins
 run on an MMF installed from source. Nothing here is mmf_rec's own
 behaviour: that plugs into MMF through :mod:`mmf_rec.plugin`.
 
-Importing this package is cheap; :func:`apply` does the work.
+Importing this package is cheap; :func:`apply` does the work (at start-up,
+:mod:`mmf_rec.plugin` runs the same shims around MMF's own import).
 """
 
 
-def apply(after=None):
-    """Make ``import mmf`` work in this process, then call ``after()``; safe
-    to call repeatedly."""
+def apply():
+    """Make ``import mmf`` work in this process; safe to call repeatedly."""
     import sys
 
-    from mmf_rec.compat import hook, shims
+    from mmf_rec.compat import shims
 
-    if "mmf" in sys.modules:
-        shims.before_import()
-        shims.after_import()
-        if after is not None:
-            after()
-        return
-    hook.arm("mmf", lambda execute, module: hook.load_mmf(execute, after))
-    import mmf  # noqa: F401  (the hook runs the shims around this import)
+    shims.before_import()
+    if "mmf" not in sys.modules:
+        with shims.while_mmf_loads():
+            import mmf  # noqa: F401
+    shims.after_import()

@@ -5,7 +5,7 @@ builders, processors, metrics, the ``kbrec`` trainer and its
 :class:`~mmf_rec.checkpoint.KBRecCheckpoint`). What remains are MMF's
 import points, its command line and a few of its module-level functions;
 :func:`install` sets those, once MMF has imported (under the
-:mod:`mmf_rec.compat` shims):
+:mod:`mmf_rec.compat` shims, :mod:`.hook`):
 
 - :mod:`.configuration`: plugins found because mmf_rec is installed, its
   default config, ``config=X.yaml`` naming model and dataset, and command-line
@@ -60,14 +60,16 @@ def _load_cli_run(execute, module):
 def arm():
     """Run the compat shims and :func:`install` around the first ``import mmf``,
     and replace ``mmf_run``'s launcher when it loads."""
-    from mmf_rec.compat import hook
+    from mmf_rec.plugin import hook
 
     hook.arm(MMF_CLI_RUN, _load_cli_run)
     hook.arm(MMF, lambda execute, module: hook.load_mmf(execute, install))
 
 
 def apply():
-    """``import mmf`` with the shims and mmf_rec's hooks, in this process."""
+    """``import mmf`` with the shims and mmf_rec's hooks, in this process
+    (safe to call repeatedly)."""
     from mmf_rec import compat
 
-    compat.apply(after=install)
+    compat.apply()
+    install()

@@ -1,8 +1,8 @@
 """Run code around the first import of one of MMF's modules.
 
 MMF's console scripts (``mmf_run``, ``mmf_predict``) import mmf before any
-user code runs, so the shims must be armed at interpreter start-up, by a
-``.pth`` file. Arming only puts a finder on ``sys.meta_path``: nothing is
+user code runs, so the compat shims and mmf_rec's hooks must be armed at
+interpreter start-up, by a ``.pth`` file. Arming only puts a finder on ``sys.meta_path``: nothing is
 imported until a program imports the target, so unrelated programs start
 as fast as before.
 """
