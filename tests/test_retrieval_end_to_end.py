@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from tiny_runs import load_tool
-
-from mmf_rec.retrieval import build_index, recommend
+from mmf_rec.retrieval import build_index, evaluation_report, recommend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MMF_RUN = os.path.join(os.path.dirname(sys.executable), "mmf_run")
@@ -143,7 +141,7 @@ def test_pipeline_evaluation_report(runs):
     if not (retriever / "index").is_dir():
         build_index.main(["--retriever", str(retriever)])
     out = tmp_path / "eval.json"
-    assert load_tool("evaluate_retrieval").main([
+    assert evaluation_report.main([
         "--retriever", str(retriever), "--ranker", str(ranker), "--out", str(out),
         "--k-retrieve", "50", "--max-queries", "60", "--latency", "5", "--threads", "1"]) == 0
     report = json.loads(out.read_text())

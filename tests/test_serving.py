@@ -13,8 +13,10 @@ import urllib.request
 
 import pytest
 
+from mmf_rec.serving import loadgen
 from mmf_rec.serving.batcher import BatchConfig, BatcherClosed, DynamicBatcher
-from tiny_runs import environment, load_tool, serve_cli
+from mmf_rec.serving.open_loop import percentile
+from tiny_runs import environment, serve_cli
 
 
 # -- the batcher ---------------------------------------------------------------------------
@@ -350,8 +352,6 @@ def test_metrics_count_requests_latency_and_batches(service):
 
 
 def test_loadgen_reports_latency_percentiles_against_the_service(service, tmp_path, capsys):
-    loadgen = load_tool("loadgen")
-
     out = tmp_path / "load.json"
     assert loadgen.main(["--url", service.url, "--rate", "100", "--requests", "40",
                          "--duration", "5", "--warmup", "0", "--out", str(out)]) == 0
@@ -363,8 +363,6 @@ def test_loadgen_reports_latency_percentiles_against_the_service(service, tmp_pa
 
 
 def test_loadgen_sweep_writes_provenance_saturation_and_a_plot(service, tmp_path):
-    loadgen = load_tool("loadgen")
-
     out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
     assert loadgen.main(["--url", service.url, "--sweep", "40,80", "--requests", "20",
                          "--duration", "3", "--warmup", "0", "--out", str(out),
@@ -380,11 +378,9 @@ def test_loadgen_sweep_writes_provenance_saturation_and_a_plot(service, tmp_path
 
 
 def test_loadgen_percentiles_and_target():
-    loadgen = load_tool("loadgen")
-
     values = list(range(1, 101))
-    assert loadgen.percentile(values, 50) == 50 and loadgen.percentile(values, 99) == 99
-    assert loadgen.percentile([], 50) is None
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99
+    assert percentile([], 50) is None
     good = {"errors": 0, "p99_ms": 40.0, "achieved_qps": 98.0, "offered_qps": 100.0}
     assert loadgen.within_target(good, 50)
     assert not loadgen.within_target({**good, "p99_ms": 60.0}, 50)
@@ -437,8 +433,6 @@ def test_serve_cli_from_a_zoo_bundle_answers_as_from_the_runs(serving_runs, serv
         assert [i["item_id"] for i in answer["demoted"]] == \
             [i["item_id"] for i in expected["demoted"]]
     # loadgen starts the same bundle itself
-    loadgen = load_tool("loadgen")
-
     for key in ("MMF_CACHE_DIR", "OMP_NUM_THREADS", "MMF_REC_MODEL_ZOO", "MMF_REC_ZOO_CACHE"):
         monkeypatch.setenv(key, env[key])
     out = tmp_path / "load.json"

@@ -99,18 +99,6 @@ def train_pipeline(tmp):
     return tmp
 
 
-def load_tool(name):
-    """``tools/<name>.py`` as a module of its own, loaded from its file
-    (tools/ stays off ``sys.path``): for a tool whose functions a test calls."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"tools_{name}",
-                                                  os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextlib.contextmanager
 def serve_cli(*args, env):
     """``tools/serve.py ARGS --port 0`` in a subprocess; yields its URL once it
