@@ -204,12 +204,8 @@ def test_table_reprints_from_a_results_file(failing_suite, capsys):
 
 
 def test_warm_cold_plot_rows_are_the_models_that_ran(tmp_path):
-    import importlib.util
+    from mmf_rec.benchmark import plot as plot_results
 
-    spec = importlib.util.spec_from_file_location("plot_results",
-                                                  benchmark.REPO / "tools" / "plot_results.py")
-    plot_results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_results)
     results = hand_made_results(sampled=False)
     rows = plot_results.warm_cold_rows(results)
     assert [r[0] for r in rows] == [n for n, e in results["models"].items()

@@ -3,6 +3,7 @@ one evaluator, one results file.
 
     python tools/benchmark.py --suite ml100k-time [--seeds 3] [--out DIR] [--models a,b]
     python tools/benchmark.py --table DIR/results.json
+    python tools/plot_results.py DIR/results.json --out warm_cold.png   (plot)
 
 A suite names how its prepared data is made, which models run and the
 training overrides they run with. Baselines (``mmf_rec.evaluation.baselines``)
