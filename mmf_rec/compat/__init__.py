@@ -14,12 +14,8 @@ Importing this package is cheap; :func:`apply` does the work (at start-up,
 
 def apply():
     """Make ``import mmf`` work in this process; safe to call repeatedly."""
-    import sys
+    import importlib
 
     from mmf_rec.compat import shims
 
-    shims.before_import()
-    if "mmf" not in sys.modules:
-        with shims.while_mmf_loads():
-            import mmf  # noqa: F401
-    shims.after_import()
+    shims.around_mmf_import(lambda: importlib.import_module("mmf"))

@@ -175,6 +175,15 @@ def while_mmf_loads():
             del sys.modules["torchtext"]
 
 
+def around_mmf_import(execute):
+    """``execute()`` (MMF's import) with every shim around it: before MMF's
+    code runs, while it loads, and once it has loaded."""
+    before_import()
+    with while_mmf_loads():
+        execute()
+    after_import()
+
+
 # -- after MMF is imported --------------------------------------------------------
 def after_import():
     backfill_encoder_registry()

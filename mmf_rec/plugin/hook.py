@@ -66,9 +66,6 @@ def load_mmf(execute, after=None):
     """Run MMF's import with the shims around it, then ``after()``."""
     from mmf_rec.compat import shims
 
-    shims.before_import()
-    with shims.while_mmf_loads():
-        execute()
-    shims.after_import()
+    shims.around_mmf_import(execute)
     if after is not None:
         after()
