@@ -32,11 +32,7 @@ from mmf.utils.file_io import PathManager
 from omegaconf import OmegaConf
 
 from mmf_rec import resume, safe_load, sharding, zoo
-
-
-def sharded(trainer) -> bool:
-    """Whether the trainer's tables are sharded by TorchRec (gathered to save)."""
-    return bool(getattr(trainer, "sharded", False))
+from mmf_rec.files import atomic_write
 
 
 class KBRecCheckpoint(Checkpoint):
@@ -80,7 +76,7 @@ class KBRecCheckpoint(Checkpoint):
     def save(self, update, iteration=None, update_best=False):
         trainer = self.trainer
         # every rank gathers sharded tables; only rank 0 writes
-        model_state = self._gathered_state(update) if sharded(trainer) else None
+        model_state = self._gathered_state(update) if trainer.sharded else None
         if not is_master():
             return
         model = trainer.model
@@ -110,23 +106,20 @@ class KBRecCheckpoint(Checkpoint):
             paths.append(os.path.join(self.ckpt_foldername, self.ckpt_prefix + "best.ckpt"))
         paths.append(os.path.join(self.ckpt_foldername, self.ckpt_prefix + "current.ckpt"))
         for path in paths:  # a killed run leaves the previous file, never half a file
-            tmp = f"{path}.tmp{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            atomic_write(path, data)
 
     def _gathered_state(self, update):
         """Sharded tables gathered whole, which every rank must do together;
         early stopping saves from rank 0 alone, so each validation gathers
         first, on every rank (:meth:`KBRecTrainer._try_full_validation`), and
         a save at that update uses it."""
-        stash = getattr(self.trainer, "gathered_state", None)
+        stash = self.trainer.gathered_state
         if stash is not None and stash[0] == update:
             return stash[1]
         return sharding.full_state_dict(self.trainer.model)
 
     def finalize(self):
-        if not sharded(self.trainer):
+        if not self.trainer.sharded:
             return super().finalize()
         state = sharding.full_state_dict(self.trainer.model)
         if is_master():

@@ -19,6 +19,7 @@ from mmf.common.meter import Meter
 from mmf.utils.distributed import get_world_size, is_master
 
 from mmf_rec import distributed, summary
+from mmf_rec.files import atomic_write
 from mmf_rec.run_dir import config_fingerprint
 
 METRICS_FILE = "metrics.json"
@@ -100,7 +101,6 @@ class RunResults:
         if not is_master() or not (self.results or speed):
             return
         save_dir = self.config.env.save_dir
-        os.makedirs(save_dir, exist_ok=True)
         # since the trainer was built: start-up (imports) is not the run's
         wall_s = time.time() - self.total_timer.start / 1000
         payload = {
@@ -114,10 +114,7 @@ class RunResults:
         if speed is not None:
             payload["training_speed"] = speed
         path = os.path.join(save_dir, METRICS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(payload, indent=2, sort_keys=True))
         self.writer.write(self._summary(payload, path, wall_s))
 
     def _summary(self, payload, metrics_path, wall_s) -> str:

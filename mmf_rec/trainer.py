@@ -34,7 +34,7 @@ from mmf.utils.general import clip_gradients
 from mmf.utils.timer import Timer
 
 from mmf_rec import distributed, sharding
-from mmf_rec.checkpoint import KBRecCheckpoint, sharded
+from mmf_rec.checkpoint import KBRecCheckpoint
 from mmf_rec.errors import UserError
 from mmf_rec.run_dir import check_save_dir
 from mmf_rec.run_results import RunResults
@@ -86,7 +86,7 @@ class KBRecTrainer(RunResults, BaseTrainer):
     def _try_full_validation(self, force=False):
         self.validating = True  # a checkpoint saved now is not owed a validation
         # MMF calls this every update; it validates every evaluation_interval
-        if sharded(self) and (force or self.num_updates % self.evaluation_interval == 0):
+        if self.sharded and (force or self.num_updates % self.evaluation_interval == 0):
             self.gathered_state = (self.num_updates, sharding.full_state_dict(self.model))
         try:
             return super()._try_full_validation(force)
