@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -13,13 +12,7 @@ import mmf_rec.plugin
 mmf_rec.plugin.apply()
 
 from mmf_rec import distributed  # noqa: E402
-
-
-def run_python(code):
-    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd="/", env=env,
-                          capture_output=True, text=True, timeout=300)
+from tiny_runs import run_python  # noqa: E402
 
 
 def test_mmf_run_gets_the_launcher_that_runs_cpu_processes():
@@ -32,7 +25,8 @@ def test_mmf_run_gets_the_launcher_that_runs_cpu_processes():
         from mmf_rec import distributed
         print(run.__wrapped__ is distributed.run,
               distributed_init is d.distributed_init is distributed.distributed_init)
-        """
+        """,
+        env_extra={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "True"]

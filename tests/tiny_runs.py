@@ -1,5 +1,6 @@
 """Tiny real ``mmf_run`` / ``mmf_predict`` runs shared by the checkpoint,
-resume, zoo, predict and service tests (not a test module itself)."""
+resume, zoo, predict and service tests, and a fresh interpreter for the
+start-up tests (not a test module itself)."""
 
 import contextlib
 import os
@@ -7,11 +8,23 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
+
+
+def run_python(code, env_extra=None):
+    """``code`` (dedented) in a fresh interpreter of this environment, started
+    outside the checkout and without ``MMF_USER_DIR``: what any program gets
+    from the installed package and its start-up file alone."""
+    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd="/", env=env,
+                          capture_output=True, text=True, timeout=300)
+
 
 DATA = [
     "dataset_config.kbrec_synthetic.generator.num_users=300",

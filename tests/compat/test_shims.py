@@ -4,7 +4,6 @@ import collections
 import collections.abc
 import importlib.util
 import os
-import subprocess
 import sys
 
 import pytest
@@ -16,16 +15,9 @@ mmf_rec.compat.apply()
 
 from mmf.common.registry import registry  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from tiny_runs import run_python  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_python(code, cwd="/", env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
-    )
 
 
 def test_interpreter_start_up_imports_nothing_heavy():

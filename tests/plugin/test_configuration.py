@@ -3,8 +3,6 @@
 dataset, mappings set from the command line (mmf_rec.plugin.configuration)."""
 
 import os
-import subprocess
-import sys
 
 from omegaconf import OmegaConf
 
@@ -12,14 +10,9 @@ import mmf_rec.plugin
 
 mmf_rec.plugin.apply()
 
+from tiny_runs import run_python  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_python(code, cwd="/"):
-    env = {k: v for k, v in os.environ.items() if k != "MMF_USER_DIR"}
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
-    )
 
 
 def test_plugins_are_found_without_user_dir():
