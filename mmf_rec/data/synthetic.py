@@ -47,9 +47,7 @@ from mmf_rec.data.synthetic_knowledge import write_knowledge
 from mmf_rec.data.synthetic_world import (
     DENSE_FEATURES, NUM_AGE_BUCKETS, NUM_DEVICES, Interactions, Items, Users, click_logit,
     make_interactions, make_items, make_users, sigmoid)
-from mmf_rec.data.synthetic_world import (  # noqa: F401  (the click model and its oracle)
-    W_ACTIVITY, W_BRAND, W_CATEGORY, W_COLOUR, W_MATERIAL, W_POPULARITY, W_PRICE, W_STYLE,
-    W_TENURE, oracle_scores)
+from mmf_rec.data.synthetic_world import oracle_scores  # noqa: F401  (the click model's oracle)
 from mmf_rec.schema import DenseFeature, KnowledgeField, Schema, SparseFeature
 
 logger = logging.getLogger(__name__)

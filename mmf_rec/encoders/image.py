@@ -30,10 +30,10 @@ import torchvision
 from mmf.common.registry import registry
 from torch import Tensor, nn
 
-from mmf_rec.structured_config import structured_config
 from mmf_rec.encoders.tokens import TokenEncoder
 from mmf_rec.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmf_rec.log import get_logger
+from mmf_rec.structured_config import structured_config
 
 logger = get_logger(__name__)
 

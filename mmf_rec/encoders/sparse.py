@@ -18,9 +18,9 @@ from mmf.modules.encoders import Encoder
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from mmf_rec.structured_config import structured_config
 from mmf_rec.encoders.tables import FullTable, RowTable, build_table
 from mmf_rec.schema import PAD_ID, Schema, SchemaError, SparseFeature
+from mmf_rec.structured_config import structured_config
 
 
 class _Layout(NamedTuple):

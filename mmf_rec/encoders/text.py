@@ -17,11 +17,10 @@ from mmf.common.registry import registry
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from mmf_rec.structured_config import structured_config
 from mmf_rec.encoders.tokens import TokenEncoder
 from mmf_rec.log import log
+from mmf_rec.structured_config import structured_config
 from mmf_rec.text_model import load_tokenizer, quiet_loading, resolve_model_dir, tokenizer_digest
-from mmf_rec.text_model import default_model_dir  # noqa: F401  (where the default model is)
 
 
 # Config entries that name where or with which library version a model was

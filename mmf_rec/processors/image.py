@@ -21,9 +21,9 @@ from mmf.datasets.processors.processors import BaseProcessor
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from mmf_rec.structured_config import structured_config
 from mmf_rec.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from mmf_rec.log import get_logger
+from mmf_rec.structured_config import structured_config
 
 logger = get_logger(__name__)
 

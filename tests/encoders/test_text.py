@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from mmf.common.registry import registry
 
-from mmf_rec.encoders.text import TransformerEncoder, default_model_dir
+from mmf_rec.encoders.text import TransformerEncoder
+from mmf_rec.text_model import default_model_dir
 from mmf_rec.processors.text import TextTokenizerProcessor
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
