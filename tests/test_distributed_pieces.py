@@ -32,6 +32,39 @@ def test_mmf_run_gets_the_launcher_that_runs_cpu_processes():
     assert result.stdout.split() == ["True", "True"]
 
 
+def test_a_spawned_rank_ends_after_its_exit_handlers_without_teardown(tmp_path):
+    """What a spawned rank does once its work is done: threads joined, exit
+    handlers run, output flushed, its exit code kept, and no finalisation
+    (an object's ``__del__`` at interpreter teardown never runs)."""
+    result = run_python(
+        f"""
+        import atexit, sys, threading, time
+        from mmf_rec.distributed.launch import exit_without_teardown
+
+        def late():
+            time.sleep(0.3)
+            open({str(tmp_path / "thread")!r}, "w").write("done")
+
+        threading.Thread(target=late).start()
+        atexit.register(lambda: open({str(tmp_path / "atexit")!r}, "w").write("ran"))
+
+        class TornDown:
+            def __del__(self):
+                print("finalised")
+
+        kept = TornDown()
+        sys.stdout.write("buffered, no newline")
+        exit_without_teardown(3)
+        print("after the exit")
+        """,
+        env_extra={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert result.stdout == "buffered, no newline"
+    assert (tmp_path / "thread").read_text() == "done"
+    assert (tmp_path / "atexit").read_text() == "ran"
+
+
 def test_backend_follows_the_device():
     from omegaconf import OmegaConf
 

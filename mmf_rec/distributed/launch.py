@@ -59,7 +59,7 @@ def run(opts: Optional[List[str]] = None, predict: bool = False):
             config.start_rank = config.distributed.rank
             config.distributed.rank = None
             torch.multiprocessing.spawn(
-                fn=cli.distributed_main, args=(configuration, predict), nprocs=devices
+                fn=_spawned_process, args=(configuration, predict), nprocs=devices
             )
         else:
             cli.distributed_main(0, configuration, predict)
@@ -78,24 +78,53 @@ def run(opts: Optional[List[str]] = None, predict: bool = False):
         config.distributed.init_method = f"tcp://localhost:{_free_port()}"
         config.distributed.rank = None
         torch.multiprocessing.spawn(
-            fn=_cpu_process, args=(configuration, predict), nprocs=processes
+            fn=_spawned_process, args=(configuration, predict), nprocs=processes
         )
     else:
         config.device_id = 0
         cli.main(configuration, predict=predict)
 
 
-def _cpu_process(index: int, configuration, predict: bool) -> None:
-    """One spawned CPU process: MMF's ``distributed_main``, then the process
-    group torn down once every rank is done. Left to the interpreter's exit,
-    TorchRec's sharded runs sometimes abort there ("terminate called without
-    an active exception") after their work is written."""
+def _spawned_process(index: int, configuration, predict: bool) -> None:
+    """One spawned process: MMF's ``distributed_main``, then the process group
+    torn down once every rank is done, and the process ended without tearing
+    its interpreter down (:func:`exit_without_teardown`). An exception ends it
+    the usual way, through ``torch.multiprocessing``'s report to the parent."""
     from mmf_cli import run as cli
 
     cli.distributed_main(index, configuration, predict)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    exit_without_teardown(0)
+
+
+def exit_without_teardown(code: int) -> None:
+    """What a normal exit does first (wait for non-daemon threads, run the
+    exit handlers: log files, ``multiprocessing``'s), flush, then
+    ``os._exit``: the interpreter is not finalised, as in a forked child.
+
+    A model wrapped in DDP keeps its process group alive in C++ past
+    ``destroy_process_group`` and past the wrapper's own collection, so gloo's
+    worker threads are still running when the interpreter is finalised.
+    Rarely (1 in about 100 sharded ``mmf_predict`` runs here) one of them
+    aborted the rank there ("terminate called without an active exception",
+    from a thread with no Python frame) after all its work was written.
+    """
+    import atexit
+    import sys
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def distributed_init(config) -> int:
